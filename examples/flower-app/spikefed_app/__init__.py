@@ -1,0 +1,1 @@
+"""A spikefed experiment packaged as a Flower app."""

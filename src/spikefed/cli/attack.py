@@ -1,0 +1,51 @@
+"""`spikefed attack` and `spikefed reproduce snfl-attack`: the gradient-inversion benchmark."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from spikefed.cli.common import console, progress_bar, user_errors
+
+
+def attack_command(
+    config: Path | None = typer.Argument(None, help="YAML attack config (default: built-in)"),
+    overrides: list[str] = typer.Option([], "--set", help="override a key: --set data.samples=5"),
+    out: Path | None = typer.Option(None, "--out", help="output folder (default runs/<name>)"),
+) -> None:
+    """Gradient inversion (DLG, iDLG, Inverting Gradients, ...) against ANN and SNN clients."""
+    from spikefed.experiments.privacy import count_runs, load_attack_config, run_attack_benchmark
+
+    with user_errors():
+        cfg = load_attack_config(config, overrides)
+        out = out or Path("runs") / cfg.name
+        with progress_bar() as bar:
+            task = bar.add_task("attack", total=count_runs(cfg), info="")
+            run_attack_benchmark(cfg, out, progress=lambda s: bar.update(task, advance=1, info=s))
+    console.print((out / "summary.md").read_text())
+    console.print(f"wrote {out}/results.csv, summary.md, reconstructions.png, psnr_curves.png")
+
+
+def snfl_attack_command(
+    out: Path = typer.Option(Path("runs/snfl-attack"), "--out", help="output folder"),
+    iterations: int = typer.Option(70, "--iterations", help="DLG optimiser steps"),
+    samples: int = typer.Option(3, "--samples", help="test images attacked"),
+) -> None:
+    """SNFL paper: DLG on LeNet, batch 1 - iterations to recover the image, FedAvg vs SNFL."""
+    from spikefed.experiments.privacy import count_runs, run_attack_benchmark, snfl_attack_config
+
+    with user_errors():
+        if iterations < 1 or samples < 1:
+            raise ValueError(f"--iterations={iterations} and --samples={samples} must be >= 1")
+        cfg = snfl_attack_config(iterations, samples)
+        with progress_bar() as bar:
+            task = bar.add_task("snfl-attack", total=count_runs(cfg), info="")
+            run_attack_benchmark(cfg, out, progress=lambda s: bar.update(task, advance=1, info=s))
+    console.print((out / "summary.md").read_text())
+
+
+def register(app: typer.Typer, reproduce: typer.Typer) -> None:
+    """Add `attack` and `reproduce snfl-attack`."""
+    app.command("attack")(attack_command)
+    reproduce.command("snfl-attack")(snfl_attack_command)

@@ -1,0 +1,52 @@
+"""`spikefed datasets`: which image data sets exist, whether they are found, where files go."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from spikefed.data import DATASETS
+from spikefed.data.files import DATA_ENV
+
+
+def datasets_table(root: Path | None) -> Table:
+    """Rich table of `DATASETS` with their status under `root`."""
+    table = Table(title=f"spikefed image data sets (data root: {root or 'not set'})")
+    columns = ("name", "shape", "classes", "status", "files (in <root>/<folder>/ or <root>/)",
+               "licence")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for info in DATASETS.values():
+        if info.bundled:
+            status = "[green]bundled[/green]"
+        elif root is None or not root.is_dir():
+            status = "[yellow]no data root[/yellow]"
+        else:
+            found = info.locate(root)
+            status = f"[green]found[/green] {found}" if found else "[red]missing[/red]"
+        where = info.files if info.bundled else f"{info.folder}/: {info.files}"
+        shape = "x".join(map(str, info.in_shape))
+        table.add_row(info.name, shape, str(info.num_classes), status, where, info.licence)
+    return table
+
+
+def register(app: typer.Typer, reproduce: typer.Typer) -> None:
+    """Add the `datasets` command to `app`."""
+
+    @app.command("datasets")
+    def datasets(
+        data_root: Path | None = typer.Option(
+            None, "--data-root", envvar=DATA_ENV,
+            help=f"Folder holding the data sets (default: ${DATA_ENV})."),
+    ) -> None:
+        """List the image data sets, whether each is found under the data root, and where its
+        files go. Nothing is downloaded."""
+        console = Console()
+        console.print(datasets_table(data_root))
+        if data_root is None:
+            console.print(f"Set {DATA_ENV}=DIR or pass --data-root DIR to use the full data sets.")
+        console.print("Citations: " + "; ".join(
+            f"{i.name}: {i.citation}" for i in DATASETS.values() if not i.bundled))

@@ -1,0 +1,1 @@
+"""Reproductions of the papers spikefed is built from (logic only; the CLI wires them)."""

@@ -1,0 +1,121 @@
+"""The algorithm contract: two pure functions over named tensors.
+
+An algorithm never imports an engine. The in-process simulator (`spikefed.sim`) and the Flower
+adapter (`spikefed.flower`) both drive the same `client_update` / `aggregate` pair, so anything
+that can carry a `dict[str, Tensor]` can run it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+Tensors = dict[str, torch.Tensor]
+
+
+def payload_bytes(tensors: Mapping[str, torch.Tensor]) -> int:
+    """Exact size in bytes of the tensor data in a payload (numel x element size, summed)."""
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+@dataclass
+class Upload:
+    """What one client sends to the server after a round of local work."""
+
+    client_id: int
+    tensors: Tensors
+    num_samples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes on the wire for this upload (tensor data only)."""
+        return payload_bytes(self.tensors)
+
+
+@dataclass
+class ClientData:
+    """A client's local data: training tensors plus an optional per-client input transform."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class TrainContext:
+    """Everything a client needs to train locally that is not model state."""
+
+    model_fn: Callable[[], nn.Module]
+    local_epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.05
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    optimizer: str = "sgd"
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    seed: int = 0
+    round: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Algorithm(ABC):
+    """A federated algorithm: `client_update` runs on a client, `aggregate` on the server.
+
+    `server_state` and `client_state` are plain dicts (tensors and numbers) so they can be
+    checkpointed with `torch.save`; client state never leaves the client.
+    """
+
+    name: str = "algorithm"
+    communicates: bool = True
+
+    @abstractmethod
+    def init_server(self, model: nn.Module) -> tuple[dict[str, Any], Tensors]:
+        """Return the initial server state and the first broadcast."""
+
+    @abstractmethod
+    def client_update(
+        self, broadcast: Tensors, client_state: dict[str, Any], data: ClientData, ctx: TrainContext
+    ) -> tuple[Upload, dict[str, Any], dict[str, float]]:
+        """Train locally from `broadcast`; return (upload, new client state, metrics)."""
+
+    @abstractmethod
+    def aggregate(
+        self, server_state: dict[str, Any], uploads: list[Upload]
+    ) -> tuple[dict[str, Any], Tensors]:
+        """Combine the uploads; return (new server state, next broadcast)."""
+
+    def server_model_state(self, server_state: dict[str, Any]) -> Tensors | None:
+        """The state_dict the server model is evaluated with (default: `server_state['params']`).
+
+        `None` means the algorithm has no server model (SOLO).
+        """
+        return server_state["params"]
+
+    def server_model(self, server_state: dict[str, Any], model_fn: Callable[[], nn.Module]
+                     ) -> nn.Module | None:
+        """The server model ready to evaluate (default: `model_fn()` loaded with
+        `server_model_state`). Algorithms whose server model differs from the clients'
+        architecture (SNFL's SNN server) override this. `None`: no server model."""
+        tensors = self.server_model_state(server_state)
+        if tensors is None:
+            return None
+        model = model_fn()
+        model.load_state_dict(tensors)
+        return model
+
+    def client_model_state(self, upload: Upload, client_state: dict[str, Any]) -> Tensors | None:
+        """The state_dict a client's local model is evaluated with (default: its upload)."""
+        return upload.tensors
+
+    def upload_keys(self, model: nn.Module) -> set[str]:
+        """Keys a valid upload must carry (used to validate client uploads)."""
+        return set(model.state_dict().keys())

@@ -1,0 +1,82 @@
+"""The local training loop shared by every gradient-based algorithm."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from spikefed.fl.base import ClientData, TrainContext
+
+Penalty = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+GradHook = Callable[[nn.Module], None]
+
+
+def client_generator(seed: int, round_idx: int, client_id: int) -> torch.Generator:
+    """A generator whose stream depends only on (seed, round, client): resume stays exact."""
+    return torch.Generator().manual_seed(hash((seed, round_idx, client_id)) & 0x7FFF_FFFF)
+
+
+def make_optimizer(model: nn.Module, ctx: TrainContext) -> torch.optim.Optimizer:
+    """Build the client optimiser named in the context."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if ctx.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=ctx.lr, momentum=ctx.momentum,
+                               weight_decay=ctx.weight_decay)
+    if ctx.optimizer == "adam":
+        return torch.optim.Adam(params, lr=ctx.lr, weight_decay=ctx.weight_decay)
+    raise ValueError(f"train.optimizer={ctx.optimizer!r} is not supported; use 'sgd' or 'adam'")
+
+
+def iterate_minibatches(data: ClientData, batch_size: int, generator: torch.Generator):
+    """Yield shuffled (x, y) minibatches, applying the client's feature transform if any."""
+    order = torch.randperm(len(data), generator=generator)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        x = data.x[idx]
+        if data.transform is not None:
+            x = data.transform(x)
+        yield x, data.y[idx]
+
+
+def local_train(
+    model: nn.Module,
+    data: ClientData,
+    ctx: TrainContext,
+    client_id: int,
+    penalty: Penalty | None = None,
+    grad_hook: GradHook | None = None,
+) -> dict[str, float]:
+    """Run `ctx.local_epochs` epochs of minibatch training in place.
+
+    `penalty(model, x, logits)` adds a regulariser to the cross-entropy (FedProx, MOON);
+    `grad_hook(model)` edits gradients before the step (SCAFFOLD). Returns the mean training
+    loss and accuracy and the number of optimiser steps taken.
+    """
+    model.train()
+    model.to(ctx.device)
+    optimizer = make_optimizer(model, ctx)
+    generator = client_generator(ctx.seed, ctx.round, client_id)
+    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+    total_loss, correct, seen, steps = 0.0, 0, 0, 0
+    for _ in range(ctx.local_epochs):
+        for x, y in iterate_minibatches(data, ctx.batch_size, generator):
+            x, y = x.to(ctx.device), y.to(ctx.device)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            if penalty is not None:
+                loss = loss + penalty(model, x, logits)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_hook is not None:
+                grad_hook(model)
+            optimizer.step()
+            total_loss += float(loss.detach()) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            steps += 1
+    if seen == 0:
+        raise ValueError(f"client {client_id} has no training samples; raise data.partition.min_size")
+    return {"train_loss": total_loss / seen, "train_acc": correct / seen, "steps": float(steps)}

@@ -1,0 +1,99 @@
+"""Drive a ServerApp and ClientApp in one process, through Flower's own Message objects.
+
+`LocalGrid` implements Flower's `Grid` by calling the `ClientApp` of the addressed node
+directly (one `Context` per node, kept across rounds like a SuperNode keeps it). Client
+exceptions become error replies, as in Flower's engines. It needs no Ray and no network, so
+tests and notebooks can check an app quickly; `flwr run` uses Flower's real engines.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
+from flwr.serverapp import Grid, ServerApp
+from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
+
+from spikefed.flower.records import NUM_PARTITIONS, PARTITION_ID
+
+SERVER_NODE_ID = 1
+
+
+class LocalGrid(Grid):
+    """An in-process Grid with `num_nodes` virtual SuperNodes running `client_app`."""
+
+    def __init__(self, client_app: ClientApp, num_nodes: int, run_config: dict | None = None,
+                 run_id: int = 1) -> None:
+        self.client_app = client_app
+        self._run = Run.create_empty(run_id=run_id)
+        self.run_config = dict(run_config or {})
+        self.contexts = {
+            1000 + i: Context(run_id=run_id, node_id=1000 + i,
+                              node_config={PARTITION_ID: i, NUM_PARTITIONS: num_nodes},
+                              state=RecordDict(), run_config=dict(self.run_config))
+            for i in range(num_nodes)}
+        self._ids = itertools.count(1)
+        self._replies: dict[str, Message] = {}
+
+    def set_run(self, run: Run) -> None:
+        self._run = run
+
+    @property
+    def run(self) -> Run:
+        return self._run
+
+    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int,
+                       group_id: str, ttl: float | None = None) -> Message:
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.contexts)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        ids = []
+        for msg in messages:
+            msg_id = f"local-{next(self._ids)}"
+            msg.metadata.__dict__["_message_id"] = msg_id
+            self._replies[msg_id] = self._deliver(msg)
+            ids.append(msg_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return [self._replies.pop(i) for i in message_ids if i in self._replies]
+
+    def send_and_receive(self, messages: Iterable[Message], *,
+                         timeout: float | None = None) -> Iterable[Message]:
+        return self.pull_messages(self.push_messages(messages))
+
+    def _deliver(self, msg: Message) -> Message:
+        context = self.contexts[msg.metadata.dst_node_id]
+        try:
+            return self.client_app(msg, context)
+        except Exception as exc:  # a failing client becomes an error reply, as in Flower
+            reason = f"{type(exc).__name__}: {exc}"
+            return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=msg)
+
+
+@contextmanager
+def _identity(run_id: int) -> Iterator[None]:
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, run_id, SERVER_NODE_ID
+    try:
+        yield
+    finally:
+        TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+
+
+def run_local(server_app: ServerApp, client_app: ClientApp, num_nodes: int,
+              run_config: dict | None = None) -> None:
+    """Run `server_app` against `num_nodes` in-process nodes running `client_app`."""
+    grid = LocalGrid(client_app, num_nodes, run_config)
+    context = Context(run_id=grid.run.run_id, node_id=SERVER_NODE_ID, node_config={},
+                      state=RecordDict(), run_config=dict(grid.run_config))
+    with _identity(grid.run.run_id):
+        server_app(grid, context)

@@ -1,0 +1,194 @@
+"""Base class shared by every zoo model: one body, run as ANN, SNN step order or layer order.
+
+A model writes its body once in ``run(x, ctx)`` and routes every activation through
+``ctx.act(module, h)`` and every normalisation through ``ctx.norm(module, h)``. The context
+decides what that means:
+
+- ANN: ``module(h)`` (``nn.ReLU`` / norm).
+- SNN step order: ``run`` is called once per time step on ``x[t]``; neurons take one step
+  with membrane state kept in the context (fresh for each ``forward`` call).
+- SNN layer order: ``run`` is called once on ``x`` flattened to ``[T*B, ...]``; neurons run
+  over all ``T`` at once and BatchNorm is applied per time step, so both orders give the
+  same numbers (train and eval mode).
+
+The ANN has ``nn.ReLU`` exactly where the SNN has a spiking neuron, under the same name.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from spikefed.snn.encoders import ENCODINGS, encode
+from spikefed.snn.neurons import SpikingNeuron, make_neuron
+
+NORMS = ("bn", "none", "gn")
+ORDERS = ("step", "layer")
+
+
+class AnnContext:
+    """Plain ANN evaluation."""
+
+    def act(self, module: nn.Module, h: Tensor) -> Tensor:
+        return module(h)
+
+    def norm(self, module: nn.Module, h: Tensor) -> Tensor:
+        return module(h)
+
+
+class StepContext:
+    """One SNN time step at a time; holds membrane state per neuron module."""
+
+    def __init__(self) -> None:
+        self.state: dict[nn.Module, Tensor] = {}
+
+    def act(self, module: nn.Module, h: Tensor) -> Tensor:
+        v = self.state.get(module)
+        if v is None:
+            v = module.init_state(h)
+        s, self.state[module] = module.step(h, v)
+        return s
+
+    def norm(self, module: nn.Module, h: Tensor) -> Tensor:
+        return module(h)
+
+
+class LayerContext:
+    """All time steps at once on ``[T*B, ...]`` tensors."""
+
+    def __init__(self, T: int, B: int) -> None:
+        self.T, self.B = T, B
+
+    def act(self, module: nn.Module, h: Tensor) -> Tensor:
+        return module(h.unflatten(0, (self.T, self.B))).flatten(0, 1)
+
+    def norm(self, module: nn.Module, h: Tensor) -> Tensor:
+        if isinstance(module, _BatchNorm):
+            return torch.cat([module(h_t) for h_t in h.unflatten(0, (self.T, self.B))])
+        return module(h)
+
+
+def _choice(arg: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{arg}={value!r} is not supported; choose one of {list(choices)}")
+
+
+def _groups(channels: int) -> int:
+    """GroupNorm group count: the largest of 8, 4, 2, 1 dividing ``channels``."""
+    return next(g for g in (8, 4, 2, 1) if channels % g == 0)
+
+
+class ZooModel(nn.Module):
+    """ANN or SNN classifier with a shared body; subclasses implement ``run(x, ctx)``."""
+
+    def __init__(
+        self,
+        *,
+        spiking: bool,
+        in_shape: tuple[int, ...],
+        num_classes: int,
+        T: int = 8,
+        neuron: dict[str, Any] | None = None,
+        encoder: str = "direct",
+        norm: str = "bn",
+        order: str = "step",
+    ) -> None:
+        super().__init__()
+        in_shape = tuple(int(d) for d in in_shape)
+        if len(in_shape) not in (1, 3) or any(d < 1 for d in in_shape):
+            raise ValueError(f"in_shape={in_shape!r} must be (C, H, W) or (D,) of positive sizes")
+        if int(num_classes) < 2:
+            raise ValueError(f"num_classes={num_classes!r} must be >= 2")
+        if int(T) < 1:
+            raise ValueError(f"T={T!r} must be a positive number of time steps")
+        _choice("encoder", encoder, ENCODINGS)
+        _choice("norm", norm, NORMS)
+        _choice("order", order, ORDERS)
+        self.spiking = bool(spiking)
+        self.in_shape = in_shape
+        self.num_classes = int(num_classes)
+        self.T = int(T)
+        self.encoder = encoder
+        self.norm_kind = norm
+        self.order = order
+        self.neuron_cfg = dict(neuron or {})
+        if spiking:
+            make_neuron(self.neuron_cfg)  # validate early
+
+    # building blocks --------------------------------------------------------------------
+    def make_act(self) -> nn.Module:
+        """A spiking neuron (SNN) or ``nn.ReLU`` (ANN)."""
+        return make_neuron(self.neuron_cfg) if self.spiking else nn.ReLU()
+
+    def make_norm(self, channels: int, dims: int = 2) -> nn.Module:
+        """BatchNorm1d/2d, GroupNorm or Identity per ``norm``."""
+        if self.norm_kind == "bn":
+            return nn.BatchNorm2d(channels) if dims == 2 else nn.BatchNorm1d(channels)
+        if self.norm_kind == "gn":
+            return nn.GroupNorm(_groups(channels), channels)
+        return nn.Identity()
+
+    @property
+    def use_bias(self) -> bool:
+        """Conv/Linear layers followed by a norm carry no bias."""
+        return self.norm_kind == "none"
+
+    def require_image(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of an image input, or a clear error for vector inputs."""
+        if len(self.in_shape) != 3:
+            raise ValueError(
+                f"in_shape={self.in_shape!r}: {type(self).__name__} needs an image shape (C, H, W)"
+            )
+        return self.in_shape  # type: ignore[return-value]
+
+    # forward ----------------------------------------------------------------------------
+    def run(self, x: Tensor, ctx: Any) -> Tensor:
+        """The body: input batch (one time step) to readout logits."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x[B, *in_shape]`` (or ``[T, B, *in_shape]`` for an SNN) to logits ``[B, K]``."""
+        n = len(self.in_shape)
+        if not self.spiking:
+            if x.dim() != n + 1:
+                raise ValueError(f"input of shape {tuple(x.shape)}: expected [B, *{self.in_shape}]")
+            return self.run(x, AnnContext())
+        if x.dim() == n + 1:
+            x = encode(x, self.T, self.encoder)
+        elif x.dim() != n + 2:
+            raise ValueError(
+                f"input of shape {tuple(x.shape)}: expected [B, *{self.in_shape}] (static) "
+                f"or [T, B, *{self.in_shape}] (temporal)"
+            )
+        T, B = x.shape[0], x.shape[1]
+        if self.order == "layer":
+            return self.run(x.flatten(0, 1), LayerContext(T, B)).unflatten(0, (T, B)).mean(0)
+        ctx = StepContext()
+        out = self.run(x[0], ctx)
+        for t in range(1, T):
+            out = out + self.run(x[t], ctx)
+        return out / T
+
+    def extra_repr(self) -> str:
+        kind = f"SNN(T={self.T}, encoder={self.encoder!r}, order={self.order!r})"
+        return f"in_shape={self.in_shape}, num_classes={self.num_classes}, " + (
+            kind if self.spiking else "ANN"
+        )
+
+
+def activation_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """Activation modules by name: ``nn.ReLU`` in an ANN, spiking neurons in an SNN."""
+    return {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.ReLU, SpikingNeuron))
+    }
+
+
+def conv_out(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
+    """Output length of a convolution/pooling along one axis."""
+    return math.floor((size + 2 * padding - kernel) / stride) + 1

@@ -1,0 +1,15 @@
+"""Backdoor attacks on federated clients and their detection from uploaded SNN thresholds."""
+
+from spikefed.security.backdoor import Trigger, add_trigger, attack_success_rate, poison_client
+from spikefed.security.detection import (
+    anomaly_scores,
+    flag_outliers,
+    roc_auc,
+    separation_ratio,
+    threshold_vectors,
+)
+
+__all__ = [
+    "Trigger", "add_trigger", "anomaly_scores", "attack_success_rate", "flag_outliers",
+    "poison_client", "roc_auc", "separation_ratio", "threshold_vectors",
+]

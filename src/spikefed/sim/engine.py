@@ -1,0 +1,216 @@
+"""The in-process engine: a round loop over clients in one Python process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from spikefed.config import ExperimentConfig, dump_config
+from spikefed.experiment import Federation, build_federation
+from spikefed.fl.base import Tensors, Upload, payload_bytes
+from spikefed.report.metrics import MetricsLog
+from spikefed.report.plots import plot_curves
+from spikefed.sim.checkpoint import load_checkpoint, save_checkpoint
+from spikefed.sim.evaluate import evaluate
+
+log = logging.getLogger("spikefed.sim")
+
+ProgressFn = Callable[[str, dict[str, Any]], None]
+
+
+def sample_clients(num_clients: int, cfg: ExperimentConfig, round_idx: int
+                   ) -> tuple[list[int], list[int]]:
+    """Participants of a round and which of them straggle (drop out); seeded by (seed, round)."""
+    t = cfg.train
+    rng = np.random.default_rng([cfg.seed, round_idx])
+    m = t.clients_per_round or max(1, round(t.fraction * num_clients))
+    m = min(m, num_clients)
+    chosen = sorted(int(c) for c in rng.choice(num_clients, size=m, replace=False))
+    drops = rng.random(m) < t.straggler_prob
+    stragglers = [c for c, d in zip(chosen, drops) if d]
+    return chosen, stragglers
+
+
+@dataclass
+class RunState:
+    """Everything that must survive a restart."""
+
+    round: int
+    server_state: dict[str, Any]
+    broadcast: Tensors
+    client_states: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+class Simulation:
+    """Runs an experiment config in process and writes the run directory."""
+
+    def __init__(self, cfg: ExperimentConfig, out_dir: str | Path,
+                 federation: Federation | None = None) -> None:
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.fed = federation or build_federation(cfg)
+        self.metrics = MetricsLog(self.out / "metrics.jsonl")
+
+    # ----- set-up -------------------------------------------------------------------------
+    def _fresh_state(self) -> RunState:
+        model = self.fed.initial_model()
+        server_state, broadcast = self.fed.algorithm.init_server(model)
+        clients = {i: {"client_id": i} for i in range(len(self.fed.clients))}
+        return RunState(0, server_state, broadcast, clients)
+
+    def _write_static_outputs(self) -> None:
+        from spikefed.data import plot_partition
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.yaml").write_text(dump_config(self.cfg))
+        plot_partition(self.fed.train_labels, self.fed.partitions, self.out / "partition.png",
+                       classes=self.fed.classes)
+
+    def _checkpoint(self, state: RunState) -> None:
+        save_checkpoint(self.out / "checkpoint", {
+            "round": state.round, "server_state": state.server_state,
+            "broadcast": state.broadcast, "client_states": state.client_states,
+            "config": self.cfg.model_dump(mode="json"),
+        })
+
+    def _restore(self) -> RunState:
+        ckpt = load_checkpoint(self.out / "checkpoint")
+        if ckpt["config"] != self.cfg.model_dump(mode="json"):
+            raise ValueError(f"the checkpoint in {self.out} was written with a different config; "
+                             "resume with the run's own config.yaml")
+        self.metrics.truncate_after(ckpt["round"])
+        return RunState(ckpt["round"], ckpt["server_state"], ckpt["broadcast"],
+                        ckpt["client_states"])
+
+    # ----- one round ----------------------------------------------------------------------
+    def _evaluate_state(self, tensors: Tensors | None, count: bool = False,
+                        model: torch.nn.Module | None = None):
+        """Evaluate `model`, or else `model_fn()` loaded with `tensors` (None: nothing)."""
+        if model is None:
+            if tensors is None:
+                return None
+            model = self.fed.model_fn()
+            model.load_state_dict(tensors)
+        return evaluate(model, self.fed.test_x, self.fed.test_y, self.cfg.train.eval_batch_size,
+                        self.fed.device, count_activity=count)
+
+    def run_round(self, state: RunState, progress: ProgressFn | None = None) -> dict[str, Any]:
+        """Advance `state` by one round in place and return the round's metrics record."""
+        r = state.round + 1
+        start = time.perf_counter()
+        alg = self.fed.algorithm
+        chosen, stragglers = sample_clients(len(self.fed.clients), self.cfg, r)
+        ctx = self.fed.train_context(r)
+        uploads: list[Upload] = []
+        for cid in chosen:
+            if cid in stragglers:
+                continue
+            upload, new_state, _ = alg.client_update(state.broadcast, state.client_states[cid],
+                                                     self.fed.clients[cid], ctx)
+            upload.client_id = cid
+            state.client_states[cid] = new_state
+            uploads.append(upload)
+            if progress:
+                progress("client", {"round": r, "client": cid})
+        bytes_down = payload_bytes(state.broadcast) * len(chosen) if alg.communicates else 0
+        bytes_up = sum(u.nbytes for u in uploads)
+        aggregated = len(uploads) >= self.cfg.train.min_clients
+        if aggregated:
+            state.server_state, state.broadcast = alg.aggregate(state.server_state, uploads)
+        else:
+            log.warning("round %d: %d upload(s) < train.min_clients=%d; server model unchanged",
+                        r, len(uploads), self.cfg.train.min_clients)
+        state.round = r
+        record: dict[str, Any] = {
+            "round": r, "participants": len(chosen), "uploads": len(uploads),
+            "stragglers": len(stragglers), "aggregated": aggregated,
+            "bytes_up": bytes_up, "bytes_down": bytes_down,
+            "train_loss_mean": _mean([u.metrics.get("train_loss") for u in uploads]),
+        }
+        if r % self.cfg.train.eval_every == 0 or r == self.cfg.train.rounds:
+            record.update(self._eval_record(state, uploads))
+        record["wall_s"] = time.perf_counter() - start
+        return record
+
+    def _eval_record(self, state: RunState, uploads: list[Upload]) -> dict[str, Any]:
+        rec: dict[str, Any] = {}
+        server = self._evaluate_state(None, count=True, model=self.fed.algorithm.server_model(
+            state.server_state, self.fed.model_fn))
+        if server is not None:
+            rec.update(server_acc=server.accuracy, server_loss=server.loss,
+                       spikes_per_sample=server.spikes_per_sample,
+                       synops_per_sample=server.synops_per_sample,
+                       macs_per_sample=server.macs_per_sample)
+        if self.cfg.train.eval_clients and uploads:
+            results = [self._evaluate_state(
+                self.fed.algorithm.client_model_state(u, state.client_states[u.client_id]))
+                for u in uploads]
+            accs = [res.accuracy for res in results if res is not None]
+            losses = [res.loss for res in results if res is not None]
+            if accs:
+                rec.update(client_acc_mean=float(np.mean(accs)), client_acc_std=float(np.std(accs)),
+                           client_loss_mean=float(np.mean(losses)))
+        return rec
+
+    # ----- whole run ----------------------------------------------------------------------
+    def run(self, resume: bool = False, progress: ProgressFn | None = None,
+            stop_after: int | None = None) -> dict[str, Any]:
+        """Run (or resume) to `train.rounds`; `stop_after` ends early after that round."""
+        self._write_static_outputs()
+        state = self._restore() if resume else self._fresh_state()
+        if not resume:
+            self.metrics.path.unlink(missing_ok=True)
+        while state.round < self.cfg.train.rounds:
+            record = self.run_round(state, progress)
+            self.metrics.append(record)
+            self._checkpoint(state)
+            if progress:
+                progress("round", record)
+            if stop_after is not None and state.round >= stop_after:
+                break
+        return self.finish()
+
+    def finish(self) -> dict[str, Any]:
+        """Write summary.json and curves.png from the metrics so far."""
+        records = self.metrics.records()
+        summary = summarize(records)
+        summary["run_dir"] = str(self.out)
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        plot_curves(records, self.out / "curves.png", title=self.cfg.name)
+        return summary
+
+
+def _mean(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Final and best accuracies, total bytes and time, from the per-round records."""
+    evals = [r for r in records if r.get("server_acc") is not None
+             or r.get("client_acc_mean") is not None]
+    last = evals[-1] if evals else {}
+    server_accs = [r["server_acc"] for r in evals if r.get("server_acc") is not None]
+    return {
+        "rounds": records[-1]["round"] if records else 0,
+        "final_server_acc": last.get("server_acc"),
+        "final_server_loss": last.get("server_loss"),
+        "best_server_acc": max(server_accs) if server_accs else None,
+        "final_client_acc_mean": last.get("client_acc_mean"),
+        "final_client_acc_std": last.get("client_acc_std"),
+        "total_bytes_up": sum(r["bytes_up"] for r in records),
+        "total_bytes_down": sum(r["bytes_down"] for r in records),
+        "spikes_per_sample": last.get("spikes_per_sample"),
+        "synops_per_sample": last.get("synops_per_sample"),
+        "wall_s": sum(r["wall_s"] for r in records),
+        "finite": all(math.isfinite(r.get("train_loss_mean") or 0.0) for r in records),
+    }

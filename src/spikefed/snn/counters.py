@@ -1,0 +1,157 @@
+"""Count spikes, synaptic operations (SynOps) and multiply-accumulates (MACs) with hooks.
+
+- **spikes**: output spikes of every :class:`SpikingNeuron` (step or multi-step calls).
+- **SynOps**: for every ``nn.Linear``/``nn.ConvNd`` whose input is binary (all 0/1), each
+  input spike costs one accumulate per synapse it drives: ``out_features`` for a Linear;
+  for a conv, ``out_channels / groups`` times the number of output positions whose receptive
+  field contains that input position (exact at the borders, for any stride/padding/dilation).
+- **MACs**: the same layers with non-binary (dense, analog) input cost the full dense count,
+  e.g. the first layer of a directly encoded SNN, or every layer of an ANN.
+
+A binary-valued input to an ANN layer is counted as SynOps; that is the intended reading of
+"input is spikes".
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from spikefed.snn.neurons import SpikingNeuron
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def _is_binary(x: Tensor) -> bool:
+    return bool(((x == 0) | (x == 1)).all())
+
+
+def conv_fanout_map(conv: nn.modules.conv._ConvNd, spatial: tuple[int, ...]) -> Tensor:
+    """Number of output positions each input position of size ``spatial`` feeds (one channel)."""
+    nd = len(spatial)
+    with torch.enable_grad():
+        ones_in = torch.ones(1, 1, *spatial, requires_grad=True)
+        kernel = torch.ones(1, 1, *conv.kernel_size)
+        out = _CONV_FN[nd](ones_in, kernel, None, conv.stride, conv.padding, conv.dilation)
+        (grad,) = torch.autograd.grad(out.sum(), ones_in)
+    return grad[0, 0]
+
+
+class ActivityCounter:
+    """Context manager counting spikes, SynOps and MACs of ``model`` during forward passes.
+
+    >>> with ActivityCounter(model) as c:
+    ...     model(x)
+    >>> c.spikes, c.synops, c.macs, c.per_layer["act1"]["spikes"]
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.per_layer: dict[str, dict[str, int]] = {}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._fanout_cache: dict[tuple[int, tuple[int, ...]], Tensor] = {}
+
+    # totals -----------------------------------------------------------------------------
+    def _total(self, key: str) -> int:
+        return sum(d.get(key, 0) for d in self.per_layer.values())
+
+    @property
+    def spikes(self) -> int:
+        """Total output spikes of all spiking neurons."""
+        return self._total("spikes")
+
+    @property
+    def neuron_updates(self) -> int:
+        """Total neuron-steps evaluated (for firing rates)."""
+        return self._total("neuron_updates")
+
+    @property
+    def synops(self) -> int:
+        """Total synaptic operations driven by spikes."""
+        return self._total("synops")
+
+    @property
+    def macs(self) -> int:
+        """Total multiply-accumulates of layers with dense input."""
+        return self._total("macs")
+
+    @property
+    def firing_rate(self) -> float:
+        """Spikes per neuron-step over all spiking neurons (0.0 if none ran)."""
+        n = self.neuron_updates
+        return self.spikes / n if n else 0.0
+
+    def reset(self) -> None:
+        """Zero all counts."""
+        self.per_layer.clear()
+
+    # hooks ------------------------------------------------------------------------------
+    def _add(self, name: str, key: str, value: int) -> None:
+        layer = self.per_layer.setdefault(name, {})
+        layer[key] = layer.get(key, 0) + int(value)
+
+    def _neuron_hook(self, name: str):
+        def hook(module: nn.Module, inputs: tuple, output: Tensor | tuple) -> None:
+            s = output[0] if isinstance(output, tuple) else output
+            with torch.no_grad():
+                self._add(name, "spikes", int(s.detach().sum().round()))
+                self._add(name, "neuron_updates", s.numel())
+
+        return hook
+
+    def _linear_hook(self, name: str):
+        def hook(module: nn.Linear, inputs: tuple, output: Tensor) -> None:
+            x = inputs[0].detach()
+            if _is_binary(x):
+                self._add(name, "synops", int(torch.count_nonzero(x)) * module.out_features)
+            else:
+                self._add(name, "macs", x.numel() * module.out_features)
+
+        return hook
+
+    def _conv_hook(self, name: str):
+        def hook(module: nn.modules.conv._ConvNd, inputs: tuple, output: Tensor) -> None:
+            x = inputs[0].detach()
+            nd = len(module.kernel_size)
+            if x.dim() == nd + 1:  # unbatched
+                x, output = x.unsqueeze(0), output.unsqueeze(0)
+            if _is_binary(x):
+                spatial = tuple(x.shape[2:])
+                key = (id(module), spatial)
+                if key not in self._fanout_cache:
+                    self._fanout_cache[key] = conv_fanout_map(module, spatial)
+                per_pos = (x != 0).sum(dim=(0, 1)).to(torch.float64)
+                fan = self._fanout_cache[key].to(torch.float64)
+                per_channel = module.out_channels // module.groups
+                self._add(name, "synops", int((per_pos * fan).sum().item()) * per_channel)
+            else:
+                k = 1
+                for size in module.kernel_size:
+                    k *= size
+                self._add(name, "macs", output.numel() * (module.in_channels // module.groups) * k)
+
+        return hook
+
+    def __enter__(self) -> ActivityCounter:
+        for name, m in self.model.named_modules():
+            if isinstance(m, SpikingNeuron):
+                self._handles.append(m.register_forward_hook(self._neuron_hook(name)))
+            elif isinstance(m, nn.Linear):
+                self._handles.append(m.register_forward_hook(self._linear_hook(name)))
+            elif isinstance(m, _CONVS):
+                self._handles.append(m.register_forward_hook(self._conv_hook(name)))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()

@@ -1,0 +1,33 @@
+"""`spikefed datasets`: lists every data set and whether it is found under the data root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from spikefed.cli import app
+from spikefed.data import DATASETS
+
+
+def test_datasets_command_reports_found_and_missing(tmp_path: Path) -> None:
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (folder / f"{name}.gz").write_bytes(b"")
+    result = CliRunner().invoke(app, ["datasets", "--data-root", str(tmp_path)],
+                                env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    lines = {line.split("│")[1].strip(): line for line in result.output.splitlines()
+             if line.count("│") > 3 and line.split("│")[1].strip()}
+    assert set(DATASETS) <= set(lines)
+    assert "found" in lines["mnist"] and str(folder) in lines["mnist"]
+    assert "missing" in lines["fashion-mnist"] and "missing" in lines["cifar100"]
+    assert "bundled" in lines["mnist-mini"]
+
+
+def test_datasets_command_without_root() -> None:
+    result = CliRunner().invoke(app, ["datasets"], env={"SPIKEFED_DATA": "", "COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert "no data root" in result.output and "--data-root" in result.output
