@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from spikefed.experiments.fl_snn import FLSNNConfig, build_network, load_data, run_experiment
+from spikefed.experiments.fl_snn import (
+    FLSNNConfig,
+    build_network,
+    frames_from_archive,
+    load_data,
+    run_experiment,
+)
 from spikefed.fl.base import ClientData, TrainContext
 from spikefed.fl.flsnn import (
     FLSNN,
@@ -173,3 +179,29 @@ def test_config_and_network_validate_inputs() -> None:
         LocalLearner(snn, LearningRule(delta_s=7), torch.zeros(1, 30, 289),
                      torch.zeros(1, dtype=torch.long), torch.zeros(1, 1, dtype=torch.long),
                      torch.Generator())
+
+
+def test_bundled_asset_equals_preprocessed_archive(shared_data, data) -> None:
+    train, test = data
+    archive = shared_data / "nmnist_small" / "NMNISTsmall.tar.gz"
+    x, y, ids = frames_from_archive(archive, "test")
+    assert np.array_equal(x, test.x.numpy()) and np.array_equal(y, test.y.numpy())
+    assert len(ids) == 29 and train.x.shape == (233, 30, 289)
+    assert 0.05 < train.x.float().mean() < 0.3
+
+
+def test_cli_writes_tables_and_figures(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from spikefed.cli import app
+
+    out = tmp_path / "fl"
+    res = CliRunner().invoke(app, ["reproduce", "fl-snn", "--out", str(out), "--taus", "1,3",
+                                   "--trials", "1", "--examples", "2"])
+    assert res.exit_code == 0, res.output
+    for name in ("curves.csv", "tau_sweep.csv", "partial_exchange.csv", "summary.md",
+                 "fl_snn_loss.png", "fl_snn_accuracy.png", "fl_snn_partial_exchange.png"):
+        assert (out / name).stat().st_size > 0
+    assert "separate" in (out / "tau_sweep.csv").read_text()
+    bad = CliRunner().invoke(app, ["reproduce", "fl-snn", "--out", str(out), "--taus", "1,x"])
+    assert bad.exit_code == 2 and "--taus" in bad.output

@@ -13,7 +13,8 @@ from spikefed.fl.snfl import SNFL, infer_ann_bias, inferred_biases
 from spikefed.sim import Simulation
 
 OVERRIDES = ["data.dataset=mnist-mini", "data.partition.scheme=iid", "data.test_subset=300",
-             "model.name=lenet5", "model.spiking=false", "model.norm=bn", "train.lr=0.05",
+             "model.name=lenet5", "model.spiking=false", "model.norm=bn", "model.kwargs.bias=true",
+             "train.lr=0.05",
              "train.eval_clients=true"]
 
 
@@ -46,7 +47,7 @@ def test_broadcast_never_carries_biases_and_client_biases_survive() -> None:
     alg = fed.algorithm
     model = fed.initial_model()
     bias_keys = _bias_keys(model)
-    assert {"fc3.bias", "fc4.bias", "classifier.bias"} <= bias_keys
+    assert {"conv1.bias", "conv2.bias", "fc3.bias", "fc4.bias", "classifier.bias"} <= bias_keys
     server, broadcast = alg.init_server(model)
     assert not bias_keys & set(broadcast)
     states = {i: {"client_id": i} for i in range(len(fed.clients))}

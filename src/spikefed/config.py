@@ -73,7 +73,7 @@ class AlgorithmConfig(Strict):
 
 
 class TrainConfig(Strict):
-    rounds: int = Field(10, ge=1)
+    rounds: int = Field(15, ge=1)
     local_epochs: int = Field(1, ge=1)
     batch_size: int = Field(32, ge=1)
     optimizer: Literal["sgd", "adam"] = "sgd"
@@ -88,6 +88,17 @@ class TrainConfig(Strict):
     eval_every: int = Field(1, ge=1)
     eval_clients: bool = True
     eval_batch_size: int = Field(500, ge=1)
+    vectorize: Literal["off", "auto", "on"] = Field(
+        "off", description="train clients together with torch.func (FedAvg/FedProx, no BN): "
+        "off, auto (when per-client work is small), on (error if impossible)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _vectorize_from_yaml(cls, data: Any) -> Any:
+        """YAML reads a bare `off`/`on` as a boolean: map it back for `vectorize`."""
+        if isinstance(data, dict) and isinstance(data.get("vectorize"), bool):
+            data = {**data, "vectorize": "on" if data["vectorize"] else "off"}
+        return data
 
 
 class ExperimentConfig(Strict):

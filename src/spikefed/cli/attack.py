@@ -29,8 +29,8 @@ def attack_command(
 
 def snfl_attack_command(
     out: Path = typer.Option(Path("runs/snfl-attack"), "--out", help="output folder"),
-    iterations: int = typer.Option(70, "--iterations", help="DLG optimiser steps"),
-    samples: int = typer.Option(3, "--samples", help="test images attacked"),
+    iterations: int = typer.Option(40, "--iterations", help="DLG optimiser steps"),
+    samples: int = typer.Option(2, "--samples", help="test images attacked"),
 ) -> None:
     """SNFL paper: DLG on LeNet, batch 1 - iterations to recover the image, FedAvg vs SNFL."""
     from spikefed.experiments.privacy import count_runs, run_attack_benchmark, snfl_attack_config

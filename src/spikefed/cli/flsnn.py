@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import time
 from pathlib import Path
 
@@ -17,6 +18,17 @@ def _parse_taus(text: str) -> tuple[int, ...]:
         raise ValueError(f"--taus={text!r} must be comma-separated integers, "
                          "e.g. 1,2,4,8,16") from None
     return taus
+
+
+def _mmap_large_buffers() -> None:
+    """Serve buffers >= 1 MiB by mmap on glibc: its adaptive threshold otherwise lets the heap
+    fragment under the many same-sized temporaries of a long run (RSS grew to 2 GB)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_mmap_threshold = -3
+    libc.mallopt(m_mmap_threshold, 1 << 20)
 
 
 def flsnn_command(
@@ -35,7 +47,10 @@ def flsnn_command(
     from spikefed.experiments.fl_snn import FLSNNConfig, load_data, run_experiment, write_outputs
 
     with user_errors():
+        if threads < 1:
+            raise ValueError(f"--threads={threads} must be >= 1")
         torch.set_num_threads(threads)
+        _mmap_large_buffers()
         cfg = FLSNNConfig(taus=_parse_taus(taus), trials=trials, n_examples=examples, seed=seed)
         train, test = load_data(data_root)
         start = time.perf_counter()

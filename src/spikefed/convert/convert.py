@@ -87,7 +87,8 @@ def spiking_copy(
         theta = float(thresholds.get(name, 1.0))
         if not theta > 0.0:
             raise ValueError(f"threshold of {name!r} is {theta!r}; thresholds must be > 0")
-        neuron = ConvertedIF(theta, structure.shapes[name], theta / 2 if half_init else 0.0)
+        neuron = ConvertedIF(theta, structure.shapes[name], theta / 2 if half_init else 0.0,
+                             pool=structure.pools.get(name))
         p = next(snn.parameters(), None)
         if p is not None:
             neuron.to(p.device)
@@ -126,7 +127,7 @@ def _calibrate_weights(
         return torch.mean((h.clamp(0.0, theta) - target) ** 2)
 
     with torch.enable_grad():
-        before = float(loss())
+        before = float(loss().detach())
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)
             loss().backward()

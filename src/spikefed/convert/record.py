@@ -1,8 +1,8 @@
 """Contexts that run a zoo body layer by layer for calibration.
 
 - :func:`ann_activations`: every ReLU output of the ANN.
-- :func:`snn_rates`: the converted SNN's time-averaged outputs (``theta`` x spike rate) of
-  every neuron up to a stop layer, and optionally the time-averaged inputs of given layers.
+- :func:`snn_rates`: the converted SNN's spike rates (``theta`` x count / T) of every
+  :class:`ConvertedIF` up to a stop layer, and optionally the time-averaged inputs of given layers.
 - :func:`preactivation`: the input current of one neuron computed from recorded rates of
   the neurons before it (differentiable w.r.t. the layers feeding it), for weight calibration.
 """
@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -45,17 +46,14 @@ class _SpikeRecord:
     def __init__(self, names: dict[nn.Module, str], stop: str | None) -> None:
         self.names = names
         self.stop = stop
-        self.state: dict[nn.Module, Tensor] = {}
-        self.sums: dict[str, Tensor] = {}
+        self.state: dict[nn.Module, Any] = {}
 
     def act(self, module: nn.Module, h: Tensor) -> Tensor:
-        name = self.names[module]
         v = self.state.get(module)
         if v is None:
             v = module.init_state(h)
         s, self.state[module] = module.step(h, v)
-        self.sums[name] = self.sums[name] + s if name in self.sums else s.clone()
-        if name == self.stop:
+        if self.names[module] == self.stop:
             raise _Stop
         return s
 
@@ -137,8 +135,8 @@ def snn_rates(
         finally:
             for h in handles:
                 h.remove()
-        for k, v in ctx.sums.items():
-            rate_parts.setdefault(k, []).append(v / T)
+        for module, state in ctx.state.items():
+            rate_parts.setdefault(names[module], []).append(module.rate(state, T))
         for n in wanted:
             input_parts[n].append(sums[n] / T)
     rates = {k: torch.cat(v) for k, v in rate_parts.items()}

@@ -2,8 +2,9 @@
 
 The trace runs ``model.run(x, ctx)`` with a recording context on a tiny dummy batch and
 reports, per activation module (``nn.ReLU`` or spiking neuron), the Conv/Linear layers that
-feed it (called since the previous activation), the shape of its output, and which
-BatchNorm follows which layer. It works on ANN and SNN zoo models alike.
+feed it (called since the previous activation), the shape of its output, the 2-D max pool
+applied directly to its output (if any), and which BatchNorm follows which layer.
+It works on ANN and SNN zoo models alike.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Structure:
     feeds: dict[str, list[str]] = field(default_factory=dict)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     bn_pairs: list[tuple[str, str]] = field(default_factory=list)
+    pools: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     readout: list[str] = field(default_factory=list)
 
 
@@ -34,6 +36,18 @@ class _TraceContext:
         self.s = structure
         self.pending: list[str] = []
         self.outputs: list[tuple[str, Tensor]] = []
+        self.act_out: dict[str, Tensor] = {}
+        self.pooled: set[str] = set()
+
+    def pool_hook(self, module: nn.MaxPool2d, inputs: tuple, output: Tensor) -> None:
+        act = next((n for n, out in self.act_out.items() if out is inputs[0]), None)
+        if act is None:
+            return
+        size = (module.kernel_size, module.stride, module.padding, module.dilation)
+        if module.ceil_mode or any(not isinstance(v, int) for v in size) or module.dilation != 1:
+            self.pooled.add(act)  # an unsupported pool: leave it as a max of spike trains
+            return
+        self.s.pools[act] = (module.kernel_size, module.stride, module.padding)
 
     def layer_hook(self, module: nn.Module, inputs: tuple, output: Tensor) -> None:
         name = self.names[module]
@@ -49,7 +63,8 @@ class _TraceContext:
         self.s.feeds[name] = self.pending
         self.s.shapes[name] = tuple(h.shape[1:])
         self.pending = []
-        return torch.relu(h)
+        self.act_out[name] = torch.relu(h)
+        return self.act_out[name]
 
     def norm(self, module: nn.Module, h: Tensor) -> Tensor:
         if isinstance(module, _BatchNorm):
@@ -72,6 +87,8 @@ def trace_structure(model: nn.Module) -> Structure:
     ctx = _TraceContext(names, structure)
     handles = [m.register_forward_hook(ctx.layer_hook)
                for m in model.modules() if isinstance(m, LAYERS)]
+    handles += [m.register_forward_hook(ctx.pool_hook)
+                for m in model.modules() if isinstance(m, nn.MaxPool2d)]
     was_training = model.training
     model.eval()
     try:
@@ -84,4 +101,6 @@ def trace_structure(model: nn.Module) -> Structure:
             h.remove()
         model.train(was_training)
     structure.readout = ctx.pending
+    for act in ctx.pooled:
+        structure.pools.pop(act, None)
     return structure

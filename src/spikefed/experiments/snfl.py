@@ -109,7 +109,8 @@ def make_config(scale: Scale, name: str, method: str, num_clients: int, beta: fl
                  "test_subset": scale.test_subset,
                  "partition": {"scheme": "iid"} if beta is None else
                  {"scheme": "dirichlet", "beta": beta, "min_size": 10}},
-        "model": {"name": scale.model, "spiking": False, "norm": "bn"},
+        "model": {"name": scale.model, "spiking": False, "norm": "bn",
+                  "kwargs": {"bias": True}},
         "algorithm": {"name": method, "params": params},
         "train": {"rounds": rounds, "local_epochs": scale.local_epochs, "lr": scale.lr,
                   "momentum": 0.9, "weight_decay": scale.weight_decay,

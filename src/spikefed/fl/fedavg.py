@@ -20,6 +20,10 @@ class FedAvg(Algorithm):
     """Every client starts from the broadcast, trains locally and uploads its full model."""
 
     name = "fedavg"
+    #: The engine may train this class's clients together (`spikefed.sim.vectorized`).
+    #: Not inherited: only a class that declares it itself opts in, so a subclass that adds
+    #: client state or changes local training stays serial unless it declares it too.
+    vectorizable = True
 
     def init_server(self, model: nn.Module) -> tuple[dict[str, Any], Tensors]:
         params = clone_state(model)

@@ -14,6 +14,7 @@ class FedProx(FedAvg):
     """Local objective gets mu/2 ||w - w_t||^2 towards the broadcast weights."""
 
     name = "fedprox"
+    vectorizable = True  # the vectorised engine applies mu/2 ||w - w_t||^2 itself
 
     def __init__(self, mu: float = 0.01) -> None:
         if mu < 0:

@@ -1,19 +1,38 @@
 """Run spikefed experiments on Flower (optional extra: `pip install 'spikefed[flower]'`).
 
 `make_server_app` / `make_client_app` wrap any spikefed algorithm as a Flower ServerApp
-(with `SpikefedStrategy`) and ClientApp; `run_local` drives both in one process. The core
-and the in-process engine never import this package.
+(with `SpikefedStrategy`) and ClientApp; `run_local` drives both in one process;
+`spikefed.flower.template` writes a ready-to-run Flower app. The core and the in-process
+engine never import this package; names are loaded on first use, so `spikefed.flower.template`
+works without Flower installed.
 """
 
-try:
-    import flwr  # noqa: F401
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError("spikefed.flower needs Flower: pip install 'spikefed[flower]'") from exc
+from __future__ import annotations
 
-from spikefed.flower.client import make_client_app
-from spikefed.flower.local import LocalGrid, run_local
-from spikefed.flower.server import SERVER_MODEL_FILE, make_server_app, run_federation
-from spikefed.flower.strategy import SpikefedStrategy
+import importlib
+from typing import Any
 
-__all__ = ["SERVER_MODEL_FILE", "LocalGrid", "SpikefedStrategy", "make_client_app",
-           "make_server_app", "run_federation", "run_local"]
+_EXPORTS = {
+    "make_client_app": "spikefed.flower.client",
+    "make_server_app": "spikefed.flower.server",
+    "run_federation": "spikefed.flower.server",
+    "SERVER_MODEL_FILE": "spikefed.flower.server",
+    "SpikefedStrategy": "spikefed.flower.strategy",
+    "LocalGrid": "spikefed.flower.local",
+    "run_local": "spikefed.flower.local",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'spikefed.flower' has no attribute {name!r}")
+    try:
+        module = importlib.import_module(_EXPORTS[name])
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] == "flwr":
+            raise ImportError("spikefed.flower needs Flower: pip install 'spikefed[flower]'"
+                              ) from exc
+        raise
+    return getattr(module, name)

@@ -80,7 +80,8 @@ class LocalGrid(Grid):
 
 
 @contextmanager
-def _identity(run_id: int) -> Iterator[None]:
+def local_identity(run_id: int) -> Iterator[None]:
+    """Set Flower's process-wide task identity (needed to create Messages) for a local run."""
     saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, run_id, SERVER_NODE_ID
     try:
@@ -90,10 +91,14 @@ def _identity(run_id: int) -> Iterator[None]:
 
 
 def run_local(server_app: ServerApp, client_app: ClientApp, num_nodes: int,
-              run_config: dict | None = None) -> None:
-    """Run `server_app` against `num_nodes` in-process nodes running `client_app`."""
+              run_config: dict | None = None) -> LocalGrid:
+    """Run `server_app` against `num_nodes` in-process nodes running `client_app`.
+
+    Returns the grid, whose `contexts` hold each node's final (private) state.
+    """
     grid = LocalGrid(client_app, num_nodes, run_config)
     context = Context(run_id=grid.run.run_id, node_id=SERVER_NODE_ID, node_config={},
                       state=RecordDict(), run_config=dict(grid.run_config))
-    with _identity(grid.run.run_id):
+    with local_identity(grid.run.run_id):
         server_app(grid, context)
+    return grid

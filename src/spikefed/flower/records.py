@@ -10,7 +10,6 @@ Client-private state (`client_state`) is kept in the node's `context.state` and 
 from __future__ import annotations
 
 import io
-import math
 from typing import Any
 
 import torch
@@ -53,7 +52,7 @@ def reply_content(upload: Upload) -> RecordDict:
                                     CLIENT_ID: int(upload.client_id)}
     for key, value in upload.metrics.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            meta[key] = float(value) if math.isfinite(float(value)) else float("nan")
+            meta[key] = float(value)
     return RecordDict({UPLOAD: to_record(upload.tensors), META: MetricRecord(meta)})
 
 

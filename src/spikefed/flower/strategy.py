@@ -150,14 +150,14 @@ class SpikefedStrategy(Strategy):
     # ----- helpers --------------------------------------------------------------------------
     def server_model(self) -> Tensors | None:
         """The server model's state_dict now (None for algorithms without one)."""
-        return self.fed.algorithm.server_model_state(self.server_state)
+        model = self.fed.algorithm.server_model(self.server_state, self.fed.model_fn)
+        return None if model is None else {k: v.detach().clone()
+                                           for k, v in model.state_dict().items()}
 
     def _evaluate(self) -> dict[str, Any]:
-        state = self.server_model()
-        if state is None:
+        model = self.fed.algorithm.server_model(self.server_state, self.fed.model_fn)
+        if model is None:
             return {}
-        model = self.fed.model_fn()
-        model.load_state_dict(state)
         res = evaluate(model, self.fed.test_x, self.fed.test_y, self.cfg.train.eval_batch_size,
                        self.fed.device, count_activity=True)
         return {"server_acc": res.accuracy, "server_loss": res.loss,

@@ -96,6 +96,7 @@ class ZooModel(nn.Module):
         encoder: str = "direct",
         norm: str = "bn",
         order: str = "step",
+        bias: bool | None = None,
     ) -> None:
         super().__init__()
         in_shape = tuple(int(d) for d in in_shape)
@@ -115,6 +116,7 @@ class ZooModel(nn.Module):
         self.encoder = encoder
         self.norm_kind = norm
         self.order = order
+        self.bias = bias
         self.neuron_cfg = dict(neuron or {})
         if spiking:
             make_neuron(self.neuron_cfg)  # validate early
@@ -134,8 +136,12 @@ class ZooModel(nn.Module):
 
     @property
     def use_bias(self) -> bool:
-        """Conv/Linear layers followed by a norm carry no bias."""
-        return self.norm_kind == "none"
+        """Whether Conv/Linear layers carry a bias.
+
+        By default only layers without a following norm do; ``bias=True`` keeps a bias before
+        BatchNorm too (SNFL needs it: that ANN bias is what clients keep private).
+        """
+        return self.norm_kind == "none" if self.bias is None else self.bias
 
     def require_image(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of an image input, or a clear error for vector inputs."""

@@ -36,7 +36,9 @@ def rdp_sampled_gaussian(q: float, sigma: float, alpha: int) -> float:
     if q == 1.0:
         return alpha / (2 * sigma**2)
     terms = [
-        _log_comb(alpha, k) + (alpha - k) * math.log1p(-q) + k * math.log(q)
+        _log_comb(alpha, k)
+        + (alpha - k) * math.log1p(-q)
+        + k * math.log(q)
         + (k * k - k) / (2 * sigma**2)
         for k in range(alpha + 1)
     ]

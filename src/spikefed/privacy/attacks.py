@@ -73,11 +73,30 @@ def cosine_distance(a: Grads, b: Grads) -> Tensor:
 
 def total_variation(x: Tensor) -> Tensor:
     """Anisotropic total variation (mean absolute difference of neighbours, last two dims)."""
-    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (
+        x[..., :, 1:] - x[..., :, :-1]
+    ).abs().mean()
 
 
-def _record(history: list[dict[str, float]], step: int, evals: int, loss: float,
-            z: Tensor, problem: Problem, monitor: Monitor | None) -> None:
+def _backward(loss: Tensor) -> None:
+    """Backpropagate the matching loss if it depends on the attacker's variables.
+
+    A loss constant in them (a model silent on the dummy, so every simulated gradient is a
+    materialised zero) leaves their gradients unset, which the optimisers read as zero.
+    """
+    if loss.requires_grad:
+        loss.backward()
+
+
+def _record(
+    history: list[dict[str, float]],
+    step: int,
+    evals: int,
+    loss: float,
+    z: Tensor,
+    problem: Problem,
+    monitor: Monitor | None,
+) -> None:
     row = {"iteration": float(step), "grad_evals": float(evals), "loss": loss}
     if monitor is not None:
         row["psnr"], row["ssim"] = monitor(problem.domain.reconstruction(z))
@@ -85,8 +104,15 @@ def _record(history: list[dict[str, float]], step: int, evals: int, loss: float,
 
 
 def dlg(
-    problem: Problem, *, iterations: int = 100, lr: float = 1.0, inner_iter: int = 20,
-    line_search: bool = True, labels: Tensor | None = None, seed: int = 0, record_every: int = 1,
+    problem: Problem,
+    *,
+    iterations: int = 100,
+    lr: float = 1.0,
+    inner_iter: int = 20,
+    line_search: bool = True,
+    labels: Tensor | None = None,
+    seed: int = 0,
+    record_every: int = 1,
     monitor: Monitor | None = None,
 ) -> AttackResult:
     """DLG with L-BFGS; ``labels`` fixes the labels (iDLG), otherwise soft labels are learnt."""
@@ -95,8 +121,17 @@ def dlg(
     learn_label = labels is None
     y_logit = torch.randn(problem.batch, problem.num_classes, generator=gen).requires_grad_(True)
     variables = [z, y_logit] if learn_label else [z]
-    opt = torch.optim.LBFGS(variables, lr=lr, max_iter=inner_iter, history_size=100,
-                            line_search_fn="strong_wolfe" if line_search else None)
+    opt = torch.optim.LBFGS(
+        variables,
+        lr=lr,
+        max_iter=inner_iter,
+        history_size=100,
+        line_search_fn="strong_wolfe" if line_search else None,
+        # PyTorch's absolute defaults (1e-7, 1e-9) end DLG at its first evaluation when the
+        # observed gradient is small (sigmoid LeNet-5 at initialisation: distance 8e-5)
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
+    )
     evals = 0
     best = (float("inf"), z.detach().clone(), y_logit.detach().clone())
     history: list[dict[str, float]] = []
@@ -108,7 +143,7 @@ def dlg(
         nonlocal evals
         opt.zero_grad()
         loss = l2_distance(problem.simulate(z, target_y()), problem.target)
-        loss.backward()
+        _backward(loss)
         evals += 1
         return loss.detach()
 
@@ -128,8 +163,14 @@ def dlg(
             break
     z_best, y_best = best[1], best[2]
     out_labels = y_best.argmax(-1) if learn_label else labels
-    return AttackResult(problem.domain.reconstruction(z_best), out_labels, step, evals,  # type: ignore[arg-type]
-                        best[0], history)
+    return AttackResult(
+        problem.domain.reconstruction(z_best),
+        out_labels,
+        step,
+        evals,  # type: ignore[arg-type]
+        best[0],
+        history,
+    )
 
 
 def infer_labels(problem: Problem) -> Tensor:
@@ -145,8 +186,15 @@ def idlg(problem: Problem, **kwargs) -> AttackResult:
 
 
 def inverting_gradients(
-    problem: Problem, *, iterations: int = 300, lr: float = 0.1, tv: float = 1e-4,
-    restarts: int = 1, labels: Tensor | None = None, seed: int = 0, record_every: int = 10,
+    problem: Problem,
+    *,
+    iterations: int = 300,
+    lr: float = 0.1,
+    tv: float = 1e-4,
+    restarts: int = 1,
+    labels: Tensor | None = None,
+    seed: int = 0,
+    record_every: int = 10,
     monitor: Monitor | None = None,
     prior: Callable[[Tensor], Tensor] | None = None,
 ) -> AttackResult:
@@ -171,11 +219,15 @@ def inverting_gradients(
             opt.zero_grad()
             loss = cosine_distance(problem.simulate(z, y), problem.target)
             if tv > 0:
-                loss = loss + tv * total_variation(torch.sigmoid(z) if problem.domain.temporal else z)
+                loss = loss + tv * total_variation(
+                    torch.sigmoid(z) if problem.domain.temporal else z
+                )
             if prior is not None:
                 loss = loss + prior(z)
-            loss.backward()
+            _backward(loss)
             total_evals += 1
+            if z.grad is None:
+                z.grad = torch.zeros_like(z)
             z.grad.sign_()
             opt.step()
             sched.step()
@@ -184,8 +236,9 @@ def inverting_gradients(
             if step % record_every == 0 or step == iterations:
                 _record(history, step, total_evals, loss_v, z, problem, monitor)
         if kept is None or loss_v < kept.loss:
-            kept = AttackResult(problem.domain.reconstruction(z), y, iterations, total_evals,
-                                loss_v, history)
+            kept = AttackResult(
+                problem.domain.reconstruction(z), y, iterations, total_evals, loss_v, history
+            )
     assert kept is not None
     kept.grad_evals = total_evals
     return kept

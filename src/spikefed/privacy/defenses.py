@@ -35,7 +35,9 @@ class Defense:
 
     def __post_init__(self) -> None:
         if self.kind not in DEFENSES:
-            raise ValueError(f"defense kind={self.kind!r} is unknown; choose one of {list(DEFENSES)}")
+            raise ValueError(
+                f"defense kind={self.kind!r} is unknown; choose one of {list(DEFENSES)}"
+            )
         if self.sigma < 0:
             raise ValueError(f"defense sigma={self.sigma} must be >= 0")
         if not 0.0 <= self.ratio < 1.0:
@@ -74,7 +76,11 @@ def prune(grads: Grads, ratio: float) -> Grads:
 
 
 def per_sample_grads(model: nn.Module, params: dict[str, Tensor], x: Tensor, y: Tensor) -> Grads:
-    """Per-sample gradients ``{name: [B, *shape]}`` with ``vmap(grad)``."""
+    """Per-sample gradients ``{name: [B, *shape]}`` with ``vmap(grad)``.
+
+    ``torch.func.grad`` returns zeros for parameters unused in the forward pass, as
+    :func:`spikefed.privacy.threat.batch_gradient` does, so DP-SGD uploads stay complete.
+    """
 
     def loss_one(p: dict[str, Tensor], xi: Tensor, yi: Tensor) -> Tensor:
         out = functional_call(model, p, (xi.unsqueeze(0),))
@@ -90,16 +96,31 @@ def clip_per_sample(grads: Grads, clip: float) -> Grads:
     return {k: g * scale.view(-1, *([1] * (g.dim() - 1))) for k, g in grads.items()}
 
 
-def dp_gradient(model: nn.Module, params: dict[str, Tensor], x: Tensor, y: Tensor,
-                sigma: float, clip: float, generator: torch.Generator) -> Grads:
+def dp_gradient(
+    model: nn.Module,
+    params: dict[str, Tensor],
+    x: Tensor,
+    y: Tensor,
+    sigma: float,
+    clip: float,
+    generator: torch.Generator,
+) -> Grads:
     """One DP-SGD gradient: clipped per-sample gradients, summed, noised, averaged."""
     clipped = clip_per_sample(per_sample_grads(model, params, x, y), clip)
-    return {k: (g.sum(0) + sigma * clip * torch.randn(g.shape[1:], generator=generator)) / len(x)
-            for k, g in clipped.items()}
+    return {
+        k: (g.sum(0) + sigma * clip * torch.randn(g.shape[1:], generator=generator)) / len(x)
+        for k, g in clipped.items()
+    }
 
 
-def defended_observation(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel,
-                         defense: Defense, generator: torch.Generator) -> Grads:
+def defended_observation(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    defense: Defense,
+    generator: torch.Generator,
+) -> Grads:
     """The upload the server observes when the client applies ``defense``.
 
     For ``snfl`` pass the client's converted SNN as ``model`` (see :func:`snfl_convert`).
@@ -127,6 +148,8 @@ def snfl_convert(ann: nn.Module, calib_x: Tensor, T: int) -> Any:
     try:
         from spikefed.convert import convert_ann_to_snn
     except ImportError as err:
-        raise ValueError("defense 'snfl' needs spikefed.convert.convert_ann_to_snn, which is not "
-                         f"available in this installation ({err})") from None
+        raise ValueError(
+            "defense 'snfl' needs spikefed.convert.convert_ann_to_snn, which is not "
+            f"available in this installation ({err})"
+        ) from None
     return convert_ann_to_snn(ann, calib_x, T, threshold="mmse", calibration="light")

@@ -94,5 +94,5 @@ class InputDomain:
         return soft + (hard - soft).detach()
 
     def client_input(self, x: Tensor) -> Tensor:
-        """The true model input for a ground-truth batch (temporal data moved to ``[T, B, ...]``)."""
+        """The true model input for a ground-truth batch (temporal: ``[T, B, ...]``)."""
         return x.transpose(0, 1) if self.temporal else x

@@ -30,8 +30,15 @@ def classifier_keys(grads: Grads, prefix: str = "classifier") -> tuple[str, str 
 
 
 def idlg_label(grads: Grads) -> int:
-    """iDLG: the label of a single sample, the readout row with the most negative sum."""
-    w, _ = classifier_keys(grads)
+    """iDLG: the label of a single sample, the only readout entry with a negative gradient.
+
+    The readout bias gradient ``p - y`` is used when the readout has a bias (exact even when an
+    SNN's hidden layer is silent and the weight gradient vanishes); otherwise the weight row
+    with the most negative sum.
+    """
+    w, b = classifier_keys(grads)
+    if b is not None:
+        return int(grads[b].argmin())
     return int(grads[w].sum(dim=1).argmin())
 
 

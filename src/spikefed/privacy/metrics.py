@@ -23,7 +23,9 @@ def _batch(x: Tensor) -> Tensor:
     if x.dim() == 3:
         return x.unsqueeze(0)
     if x.dim() != 4:
-        raise ValueError(f"image tensor of shape {tuple(x.shape)}: expected [B, C, H, W] or [C, H, W]")
+        raise ValueError(
+            f"image tensor of shape {tuple(x.shape)}: expected [B, C, H, W] or [C, H, W]"
+        )
     return x
 
 
@@ -89,7 +91,9 @@ def match_batch(x_hat: Tensor, x: Tensor) -> Tensor:
     The cost is the per-pair MSE, so the matching maximises mean PSNR-like agreement.
     """
     if x_hat.shape[0] != x.shape[0] or x_hat.shape[1:] != x.shape[1:]:
-        raise ValueError(f"cannot match batches of shapes {tuple(x_hat.shape)} and {tuple(x.shape)}")
+        raise ValueError(
+            f"cannot match batches of shapes {tuple(x_hat.shape)} and {tuple(x.shape)}"
+        )
     a, b = x.flatten(1).float(), x_hat.flatten(1).float()
     cost = torch.cdist(a, b).pow(2).cpu().numpy()
     rows, cols = linear_sum_assignment(cost)
@@ -99,8 +103,11 @@ def match_batch(x_hat: Tensor, x: Tensor) -> Tensor:
 
 
 def iterations_to_leak(
-    iterations: Sequence[int], psnrs: Sequence[float], ssims: Sequence[float],
-    psnr_db: float = LEAK_PSNR_DB, ssim_min: float = LEAK_SSIM,
+    iterations: Sequence[int],
+    psnrs: Sequence[float],
+    ssims: Sequence[float],
+    psnr_db: float = LEAK_PSNR_DB,
+    ssim_min: float = LEAK_SSIM,
 ) -> int | None:
     """First recorded iteration with PSNR >= ``psnr_db`` or SSIM >= ``ssim_min``; None if never."""
     for it, p, s in zip(iterations, psnrs, ssims, strict=True):

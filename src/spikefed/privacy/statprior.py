@@ -34,9 +34,12 @@ def _rectified_quantile(h: Tensor, q: float) -> Tensor:
     return flat.kthvalue(k).values
 
 
-def make_prior(problem: Problem, bn_weight: float = 0.0,
-               thresholds: Mapping[str, float | Tensor] | None = None,
-               threshold_weight: float = 0.0) -> Callable[[Tensor], Tensor] | None:
+def make_prior(
+    problem: Problem,
+    bn_weight: float = 0.0,
+    thresholds: Mapping[str, float | Tensor] | None = None,
+    threshold_weight: float = 0.0,
+) -> Callable[[Tensor], Tensor] | None:
     """The combined BN/threshold prior for ``problem.model`` (None when both weights are 0)."""
     model = problem.model
     bns = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.running_mean is not None]
@@ -45,8 +48,10 @@ def make_prior(problem: Problem, bn_weight: float = 0.0,
         named = dict(model.named_modules())
         missing = sorted(set(thresholds) - set(named))
         if missing:
-            raise ValueError(f"thresholds name unknown layers {missing}; expected module names "
-                             f"of the model's activation layers")
+            raise ValueError(
+                f"thresholds name unknown layers {missing}; expected module names "
+                f"of the model's activation layers"
+            )
         acts = {k: named[k] for k in thresholds}
     if (bn_weight <= 0 or not bns) and not acts:
         return None
@@ -56,19 +61,27 @@ def make_prior(problem: Problem, bn_weight: float = 0.0,
         hooks = []
         if bn_weight > 0:
             for m in bns:
+
                 def bn_hook(mod: nn.Module, inp: tuple[Tensor, ...], _out: Tensor) -> None:
                     h = inp[0]
                     dims = [0] + list(range(2, h.dim()))
-                    seen.append(bn_weight * (
-                        (h.mean(dims) - mod.running_mean).norm()
-                        + (h.var(dims, unbiased=False) - mod.running_var).norm()))
+                    seen.append(
+                        bn_weight
+                        * (
+                            (h.mean(dims) - mod.running_mean).norm()
+                            + (h.var(dims, unbiased=False) - mod.running_var).norm()
+                        )
+                    )
+
                 hooks.append(m.register_forward_hook(bn_hook))
         for name, m in acts.items():
             theta = float(thresholds[name])  # type: ignore[index]
 
-            def act_hook(_mod: nn.Module, inp: tuple[Tensor, ...], _out: object,
-                         theta: float = theta) -> None:
+            def act_hook(
+                _mod: nn.Module, inp: tuple[Tensor, ...], _out: object, theta: float = theta
+            ) -> None:
                 seen.append(threshold_weight * (_rectified_quantile(inp[0], 0.99) / theta - 1) ** 2)
+
             hooks.append(m.register_forward_hook(act_hook))
         try:
             model(problem.domain.model_input(z))
@@ -81,11 +94,21 @@ def make_prior(problem: Problem, bn_weight: float = 0.0,
 
 
 def statprior_attack(
-    problem: Problem, *, iterations: int = 300, lr: float = 0.1, tv: float = 1e-4,
-    bn_weight: float = 0.01, thresholds: Mapping[str, float | Tensor] | None = None,
-    threshold_weight: float = 0.1, batch_sizes: Sequence[int] | None = None,
-    probe_iterations: int = 50, restarts: int = 1, seed: int = 0, record_every: int = 10,
-    monitor: Monitor | None = None, monitor_for: Callable[[int], Monitor | None] | None = None,
+    problem: Problem,
+    *,
+    iterations: int = 300,
+    lr: float = 0.1,
+    tv: float = 1e-4,
+    bn_weight: float = 0.01,
+    thresholds: Mapping[str, float | Tensor] | None = None,
+    threshold_weight: float = 0.1,
+    batch_sizes: Sequence[int] | None = None,
+    probe_iterations: int = 50,
+    restarts: int = 1,
+    seed: int = 0,
+    record_every: int = 10,
+    monitor: Monitor | None = None,
+    monitor_for: Callable[[int], Monitor | None] | None = None,
 ) -> AttackResult:
     """GradInversion-style attack; ``batch_sizes`` lists candidates when the size is unknown.
 
@@ -99,17 +122,29 @@ def statprior_attack(
     if len(candidates) > 1:
         for b in candidates:
             probe = replace(problem, batch=b)
-            res = inverting_gradients(probe, iterations=probe_iterations, lr=lr, tv=tv,
-                                      labels=restore_batch_labels(problem.target, b),
-                                      prior=make_prior(probe, bn_weight, thresholds,
-                                                       threshold_weight), seed=seed,
-                                      record_every=probe_iterations)
+            res = inverting_gradients(
+                probe,
+                iterations=probe_iterations,
+                lr=lr,
+                tv=tv,
+                labels=restore_batch_labels(problem.target, b),
+                prior=make_prior(probe, bn_weight, thresholds, threshold_weight),
+                seed=seed,
+                record_every=probe_iterations,
+            )
             if res.loss < best_loss:
                 best_b, best_loss = b, res.loss
     chosen = replace(problem, batch=best_b)
     mon = monitor_for(best_b) if monitor_for is not None else monitor
-    return inverting_gradients(chosen, iterations=iterations, lr=lr, tv=tv,
-                               labels=restore_batch_labels(problem.target, best_b),
-                               prior=make_prior(chosen, bn_weight, thresholds, threshold_weight),
-                               restarts=restarts, seed=seed, record_every=record_every,
-                               monitor=mon)
+    return inverting_gradients(
+        chosen,
+        iterations=iterations,
+        lr=lr,
+        tv=tv,
+        labels=restore_batch_labels(problem.target, best_b),
+        prior=make_prior(chosen, bn_weight, thresholds, threshold_weight),
+        restarts=restarts,
+        seed=seed,
+        record_every=record_every,
+        monitor=mon,
+    )

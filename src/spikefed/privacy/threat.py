@@ -56,21 +56,42 @@ def trainable(model: nn.Module) -> dict[str, Tensor]:
 
 
 def batch_gradient(
-    model: nn.Module, params: dict[str, Tensor], x: Tensor, target: Tensor,
+    model: nn.Module,
+    params: dict[str, Tensor],
+    x: Tensor,
+    target: Tensor,
     create_graph: bool = False,
 ) -> Grads:
-    """``dL/dparams`` of the (soft) cross-entropy at ``params`` (buffers taken from ``model``)."""
-    params = {k: v if (create_graph and v.requires_grad) else v.detach().requires_grad_(True)
-              for k, v in params.items()}
+    """``dL/dparams`` of the (soft) cross-entropy at ``params`` (buffers taken from ``model``).
+
+    Parameters that take no part in the loss (a converted SNN's threshold or a layer behind a
+    spike path without surrogate gradient, a silent layer, a head unused in ``forward``) get a
+    zero gradient, not an error: the upload of such a tensor is zero, and the client's upload
+    and the attacker's simulation both go through here, so the matching distance stays defined.
+    """
+    params = {
+        k: v if (create_graph and v.requires_grad) else v.detach().requires_grad_(True)
+        for k, v in params.items()
+    }
     loss = soft_cross_entropy(functional_call(model, params, (x,)), target)
     names = list(params)
-    grads = torch.autograd.grad(loss, [params[k] for k in names], create_graph=create_graph)
+    grads = torch.autograd.grad(
+        loss,
+        [params[k] for k in names],
+        create_graph=create_graph,
+        allow_unused=True,
+        materialize_grads=True,
+    )
     return dict(zip(names, grads, strict=True))
 
 
 def observe(
-    model: nn.Module, x: Tensor, target: Tensor, threat: ThreatModel,
-    create_graph: bool = False, params: dict[str, Tensor] | None = None,
+    model: nn.Module,
+    x: Tensor,
+    target: Tensor,
+    threat: ThreatModel,
+    create_graph: bool = False,
+    params: dict[str, Tensor] | None = None,
 ) -> Grads:
     """What the server sees for batch ``(x, target)`` under ``threat`` (gradient-shaped).
 

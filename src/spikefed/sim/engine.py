@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -21,6 +22,8 @@ from spikefed.report.metrics import MetricsLog
 from spikefed.report.plots import plot_curves
 from spikefed.sim.checkpoint import load_checkpoint, save_checkpoint
 from spikefed.sim.evaluate import evaluate
+from spikefed.sim.validation import Rejection, UploadValidator, require_quorum
+from spikefed.sim.vectorized import client_updates
 
 log = logging.getLogger("spikefed.sim")
 
@@ -59,6 +62,10 @@ class Simulation:
         self.out = Path(out_dir)
         self.fed = federation or build_federation(cfg)
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
+        with torch.random.fork_rng(devices=[]):  # building a model must not move the RNG
+            reference = self.fed.model_fn()
+        self.validator = UploadValidator.for_model(self.fed.algorithm, reference,
+                                                   cfg.train.max_upload_bytes)
 
     # ----- set-up -------------------------------------------------------------------------
     def _fresh_state(self) -> RunState:
@@ -110,17 +117,12 @@ class Simulation:
         alg = self.fed.algorithm
         chosen, stragglers = sample_clients(len(self.fed.clients), self.cfg, r)
         ctx = self.fed.train_context(r)
-        uploads: list[Upload] = []
-        for cid in chosen:
-            if cid in stragglers:
-                continue
-            upload, new_state, _ = alg.client_update(state.broadcast, state.client_states[cid],
-                                                     self.fed.clients[cid], ctx)
-            upload.client_id = cid
-            state.client_states[cid] = new_state
-            uploads.append(upload)
-            if progress:
-                progress("client", {"round": r, "client": cid})
+        active = [cid for cid in chosen if cid not in stragglers]
+        uploads, new_states, rejected = self._train_clients(state, active, ctx, progress)
+        for bad in rejected:
+            log.warning("round %d: rejected client %d: %s", r, bad.client, bad.reason)
+        require_quorum(r, len(uploads), self.cfg.train.min_clients, rejected)
+        state.client_states.update(new_states)
         bytes_down = payload_bytes(state.broadcast) * len(chosen) if alg.communicates else 0
         bytes_up = sum(u.nbytes for u in uploads)
         aggregated = len(uploads) >= self.cfg.train.min_clients
@@ -135,11 +137,53 @@ class Simulation:
             "stragglers": len(stragglers), "aggregated": aggregated,
             "bytes_up": bytes_up, "bytes_down": bytes_down,
             "train_loss_mean": _mean([u.metrics.get("train_loss") for u in uploads]),
+            "rejected": [bad.as_record() for bad in rejected],
         }
         if r % self.cfg.train.eval_every == 0 or r == self.cfg.train.rounds:
             record.update(self._eval_record(state, uploads))
         record["wall_s"] = time.perf_counter() - start
         return record
+
+    def _train_clients(self, state: RunState, active: list[int], ctx: Any,
+                       progress: ProgressFn | None
+                       ) -> tuple[list[Upload], dict[int, dict[str, Any]], list[Rejection]]:
+        """Run the clients' updates; isolate clients that raise and reject invalid uploads.
+
+        Returns (valid uploads, their clients' new states, rejections). A client that raises
+        is reported and skipped; a batched (vectorised) failure is retried one client at a
+        time so the blame lands on the right client.
+        """
+        uploads: list[Upload] = []
+        new_states: dict[int, dict[str, Any]] = {}
+        rejected: list[Rejection] = []
+        pending, mode = list(active), self.cfg.train.vectorize
+        while pending:
+            updates = client_updates(self.fed.algorithm, state.broadcast, state.client_states,
+                                     self.fed.clients, pending, ctx, mode)
+            for done in itertools.count():
+                try:
+                    cid, upload, new_state = next(updates)
+                except StopIteration:
+                    pending = []
+                    break
+                except Exception as exc:  # a failing client must not end the federation
+                    if done == 0 and mode != "off" and len(pending) > 1:
+                        mode = "off"  # a batched failure: retry one by one to find the client
+                    else:
+                        rejected.append(Rejection(pending[done], "client_update raised "
+                                                  f"{type(exc).__name__}: {exc}"))
+                        pending = pending[done + 1:]
+                    break
+                upload.client_id = cid
+                reason = self.validator.check(upload)
+                if reason is None:
+                    uploads.append(upload)
+                    new_states[cid] = new_state
+                else:
+                    rejected.append(Rejection(cid, reason))
+                if progress:
+                    progress("client", {"round": ctx.round, "client": cid})
+        return uploads, new_states, rejected
 
     def _eval_record(self, state: RunState, uploads: list[Upload]) -> dict[str, Any]:
         rec: dict[str, Any] = {}

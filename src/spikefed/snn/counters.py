@@ -1,7 +1,8 @@
 """Count spikes, synaptic operations (SynOps) and multiply-accumulates (MACs) with hooks.
 
 - **spikes**: output spikes of every :class:`SpikingNeuron` (step or multi-step calls).
-- **SynOps**: for every ``nn.Linear``/``nn.ConvNd`` whose input is binary (all 0/1), each
+- **SynOps**: for every ``nn.Linear``/``nn.ConvNd`` whose input is spikes (all 0/1, or 0/θ
+  for neurons with an ``output_scale`` such as converted IF neurons), each
   input spike costs one accumulate per synapse it drives: ``out_features`` for a Linear;
   for a conv, ``out_channels / groups`` times the number of output positions whose receptive
   field contains that input position (exact at the borders, for any stride/padding/dilation).
@@ -26,8 +27,17 @@ _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
-def _is_binary(x: Tensor) -> bool:
-    return bool(((x == 0) | (x == 1)).all())
+def _is_binary(x: Tensor, amplitudes: frozenset[float] = frozenset({1.0})) -> bool:
+    """Spike-valued: every entry is 0 or one shared spike amplitude.
+
+    Plain spikes are 0/1; neurons with an ``output_scale`` (converted IF neurons emit spikes
+    of amplitude theta) add their amplitude to ``amplitudes``.
+    """
+    nonzero = x[x != 0]
+    if nonzero.numel() == 0:
+        return True
+    first = float(nonzero[0])
+    return first in amplitudes and bool((nonzero == nonzero[0]).all())
 
 
 def conv_fanout_map(conv: nn.modules.conv._ConvNd, spatial: tuple[int, ...]) -> Tensor:
@@ -54,6 +64,7 @@ class ActivityCounter:
         self.per_layer: dict[str, dict[str, int]] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._fanout_cache: dict[tuple[int, tuple[int, ...]], Tensor] = {}
+        self._amplitudes = frozenset({1.0})
 
     # totals -----------------------------------------------------------------------------
     def _total(self, key: str) -> int:
@@ -98,7 +109,7 @@ class ActivityCounter:
         def hook(module: nn.Module, inputs: tuple, output: Tensor | tuple) -> None:
             s = output[0] if isinstance(output, tuple) else output
             with torch.no_grad():
-                self._add(name, "spikes", int(s.detach().sum().round()))
+                self._add(name, "spikes", int(torch.count_nonzero(s)))
                 self._add(name, "neuron_updates", s.numel())
 
         return hook
@@ -106,7 +117,7 @@ class ActivityCounter:
     def _linear_hook(self, name: str):
         def hook(module: nn.Linear, inputs: tuple, output: Tensor) -> None:
             x = inputs[0].detach()
-            if _is_binary(x):
+            if _is_binary(x, self._amplitudes):
                 self._add(name, "synops", int(torch.count_nonzero(x)) * module.out_features)
             else:
                 self._add(name, "macs", x.numel() * module.out_features)
@@ -119,7 +130,7 @@ class ActivityCounter:
             nd = len(module.kernel_size)
             if x.dim() == nd + 1:  # unbatched
                 x, output = x.unsqueeze(0), output.unsqueeze(0)
-            if _is_binary(x):
+            if _is_binary(x, self._amplitudes):
                 spatial = tuple(x.shape[2:])
                 key = (id(module), spatial)
                 if key not in self._fanout_cache:
@@ -137,6 +148,9 @@ class ActivityCounter:
         return hook
 
     def __enter__(self) -> ActivityCounter:
+        scales = {float(torch.as_tensor(m.output_scale).detach()) for m in self.model.modules()
+                  if isinstance(getattr(m, "output_scale", None), (Tensor, float))}
+        self._amplitudes = frozenset({1.0} | scales)
         for name, m in self.model.named_modules():
             if isinstance(m, SpikingNeuron):
                 self._handles.append(m.register_forward_hook(self._neuron_hook(name)))

@@ -232,7 +232,8 @@ class GLMSNN:
         """Run ``steps`` steps; outputs are clamped to ``targets`` (``[B, steps, n_output]``).
 
         ``in_traces`` is ``[B, steps, N_in, K_a]``. ``forced`` (``[B, steps, n_learnable]``) replays
-        given spikes instead of sampling (used to check gradients). ``state`` is advanced in place.
+        given spikes instead of sampling (used to check gradients). ``rule`` supplies the KL target
+        rate (0.5 without one). ``state`` is advanced in place.
         """
         t = self.topology
         n_in, n_h = t.n_input, t.n_hidden
@@ -301,7 +302,9 @@ class GLMSNN:
         n_models, n_ex, steps = params["bias"].shape[0], x.shape[0], x.shape[1]
         tr = self.input_traces(x)                                           # [E, T, N, K]
         u_in = torch.einsum("bpnk,etnk->betp", params["ff"][:, :, :t.n_input], tr)
-        flat = {k: v.repeat_interleave(n_ex, 0) for k, v in params.items()}
+        w_rec = params["ff"][:, :, t.n_input:].reshape(n_models, t.n_learnable, -1)
+        flat = {"w_rec": w_rec, "fb": params["fb"], "bias": params["bias"]}
+        flat = {k: v.repeat_interleave(n_ex, 0) for k, v in flat.items()}
         u_in = u_in.reshape(n_models * n_ex, steps, -1)
         target = F.one_hot(y, t.n_output).to(self.dtype)[None].expand(n_models, -1, -1)
         target = target.reshape(n_models * n_ex, 1, t.n_output).expand(-1, steps, -1)
@@ -317,13 +320,11 @@ class GLMSNN:
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         n_h = self.topology.n_hidden
         state = self.init_state(u_in.shape[0])
-        w_rec = params["ff"][:, :, self.topology.n_input:].reshape(
-            u_in.shape[0], self.topology.n_learnable, -1)
         nll = torch.zeros(u_in.shape[0], dtype=self.dtype)
         counts = torch.zeros(u_in.shape[0], self.topology.n_output, dtype=self.dtype)
         prob = torch.zeros_like(counts)
         for k in range(u_in.shape[1]):
-            drive, _, _ = self._recurrent_drive(params, w_rec, state)
+            drive, _, _ = self._recurrent_drive(params, params["w_rec"], state)
             u = u_in[:, k] + drive
             p = torch.sigmoid(u)
             sampled = torch.bernoulli(p, generator=generator)

@@ -1,0 +1,5 @@
+"""`python -m spikefed` runs the CLI."""
+
+from spikefed.cli import main
+
+main()
