@@ -15,7 +15,7 @@ install: $(BIN)/python
 	$(BIN)/pip install -q -e . "$(TORCH)"
 
 dev: $(BIN)/python
-	$(BIN)/pip install -q -e ".[dev]" "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dev,flower]" "$(TORCH)"
 
 demo: install
 	$(BIN)/spikefed run

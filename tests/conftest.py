@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-SHARED_DATA = Path(os.environ.get("SPIKEFED_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SHARED_DATA = Path(os.environ.get("SPIKEFED_SHARED_DATA",
+                                  Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 @pytest.fixture(autouse=True)
@@ -21,5 +22,6 @@ def _deterministic() -> None:
 def shared_data() -> Path:
     """Path to ../shared/data, or skip the test when it is absent (fresh clone without it)."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data set folder {SHARED_DATA} is absent (only present beside the repo in CI)")
+        pytest.skip(f"real data set folder {SHARED_DATA} is absent "
+                    "(it sits beside the repository in CI)")
     return SHARED_DATA

@@ -84,8 +84,6 @@ def test_any_yaml_file_loads_or_raises_config_error(tmp_path_factory, text: str)
         assert str(err)
 
 
-@pytest.mark.xfail(strict=True, reason="config.parse_value lets yaml errors of a --set value "
-                   "escape as yaml.YAMLError instead of ConfigError (reported to the lead)")
 @SETTINGS
 @given(st.lists(st.tuples(st.sampled_from(["train.rounds", "seed", "model.kwargs.hidden",
                                            "data", "x.y"]), st.text(max_size=10)), max_size=3))

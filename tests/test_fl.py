@@ -26,7 +26,8 @@ def _data(seed: int = 0) -> ClientData:
 
 def test_fedavg_of_identical_models_is_identity() -> None:
     state = {k: v.clone() for k, v in _tiny_model().state_dict().items()}
-    uploads = [Upload(i, {k: v.clone() for k, v in state.items()}, n) for i, n in enumerate([3, 7, 11])]
+    uploads = [Upload(i, {k: v.clone() for k, v in state.items()}, n)
+               for i, n in enumerate([3, 7, 11])]
     out = weighted_average(uploads)
     for k in state:
         torch.testing.assert_close(out[k], state[k], rtol=0, atol=1e-7)

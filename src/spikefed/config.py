@@ -103,7 +103,7 @@ class TrainConfig(Strict):
 
 class ExperimentConfig(Strict):
     name: str = "default"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="experiment seed")
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -133,7 +133,14 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
 
 def parse_value(text: str) -> Any:
     """Parse a `--set` value with YAML rules (numbers, booleans, lists, null)."""
-    return yaml.safe_load(text) if text != "" else ""
+    if text == "":
+        return ""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set value {text!r} is not valid YAML ({exc.__class__.__name__}); "
+                          "quote strings and close brackets, e.g. --set model.kwargs.hidden=[64]"
+                          ) from None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -153,7 +160,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+def load_config(path: str | Path | None = None,
+                overrides: list[str] | None = None) -> ExperimentConfig:
     """Load a YAML config (or the defaults), apply overrides and validate."""
     raw: dict[str, Any] = {}
     source = "defaults"

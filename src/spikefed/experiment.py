@@ -90,7 +90,7 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
         fs = cfg.data.feature_skew
         transforms = feature_skew(len(parts), kind=fs.kind, strength=fs.strength, seed=cfg.seed)
     clients = [ClientData(train.x[torch.as_tensor(idx)], train.y[torch.as_tensor(idx)], tf)
-               for idx, tf in zip(parts, transforms)]
+               for idx, tf in zip(parts, transforms, strict=True)]
     model_fn = model_factory(cfg, train.in_shape, train.num_classes)
     algorithm = build_algorithm(cfg.algorithm.name, cfg.algorithm.params)
     return Federation(cfg, clients, parts, labels, list(train.classes), test.x, test.y, model_fn,

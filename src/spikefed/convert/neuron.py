@@ -24,7 +24,7 @@ class ConvertedIF(IF):
     window, one spike whenever the window's largest count grows (at that neuron's position,
     zeros elsewhere), so the max pool passes exactly the spike train of the most active
     neuron so far and the pooled rate converges to the max of the rates (a max of raw
-    spike trains would overestimate it).
+    spike trains would overestimate it). Gradients pass straight through the gating.
     """
 
     def __init__(self, threshold: float, shape: tuple[int, ...], v0: float = 0.0,
@@ -55,7 +55,10 @@ class ConvertedIF(IF):
             k, stride, pad = self.pool
             top, where = F.max_pool2d(n_next, k, stride, pad, return_indices=True)
             grew = top - F.max_pool2d(n, k, stride, pad)
-            s = F.max_unpool2d(grew, where, k, stride, pad, output_size=n.shape[-2:])
+            gated = F.max_unpool2d(grew, where, k, stride, pad, output_size=n.shape[-2:])
+            # forward: the gated spikes; backward: the neuron's own surrogate gradient, so
+            # gradients (training, gradient-inversion attacks) still reach earlier layers
+            s = gated + (s - s.detach())
         return s * self.output_scale, (v, n_next)
 
     def extra_repr(self) -> str:

@@ -10,7 +10,10 @@ from spikefed.fl.base import Tensors, Upload
 
 
 def weighted_average(uploads: Sequence[Upload], keys: Sequence[str] | None = None) -> Tensors:
-    """Sample-weighted mean of each tensor (FedAvg). Integer tensors take the first client's value."""
+    """Sample-weighted mean of each tensor (FedAvg).
+
+    Integer tensors (e.g. BatchNorm's num_batches_tracked) take the first client's value.
+    """
     if not uploads:
         raise ValueError("cannot aggregate an empty list of uploads")
     total = sum(u.num_samples for u in uploads)

@@ -27,8 +27,8 @@ def plot_curves(records: Sequence[dict[str, Any]], path: str | Path, title: str 
     xs, mean = _series(records, "client_acc_mean")
     _, std = _series(records, "client_acc_std")
     if xs and len(std) == len(mean):
-        ax_acc.fill_between(xs, [m - s for m, s in zip(mean, std)],
-                            [m + s for m, s in zip(mean, std)], alpha=0.2, color="C1")
+        ax_acc.fill_between(xs, [m - s for m, s in zip(mean, std, strict=True)],
+                            [m + s for m, s in zip(mean, std, strict=True)], alpha=0.2, color="C1")
     for key, label in (("server_loss", "server"), ("client_loss_mean", "clients (mean)")):
         xs, ys = _series(records, key)
         if xs:

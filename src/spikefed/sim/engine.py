@@ -39,7 +39,7 @@ def sample_clients(num_clients: int, cfg: ExperimentConfig, round_idx: int
     m = min(m, num_clients)
     chosen = sorted(int(c) for c in rng.choice(num_clients, size=m, replace=False))
     drops = rng.random(m) < t.straggler_prob
-    stragglers = [c for c, d in zip(chosen, drops) if d]
+    stragglers = [c for c, d in zip(chosen, drops, strict=True) if d]
     return chosen, stragglers
 
 
