@@ -20,6 +20,9 @@ def reproduce_snfl(
     data_root: Path | None = typer.Option(None, "--data-root", envvar="SPIKEFED_DATA",
                                           help="folder holding the data sets (full scale)"),
     workers: int = typer.Option(2, "--workers", min=1, help="runs in parallel (processes)"),
+    boost: float | None = typer.Option(
+        None, "--boost", help="backdoor: boost of the scaled model replacement run, compared "
+        "with data poisoning only (default clients/attackers; 1: no boosted run)"),
 ) -> None:
     """Reproduce SNFL (ANN clients, SNN server): accuracy tables, stragglers, number of
     clients, simulation length T, bias ablation and inference, backdoor detection."""
@@ -37,7 +40,7 @@ def reproduce_snfl(
                 bar.advance(task, n)
 
         reproduce(scale, names, out, str(data_root) if data_root else None, workers,
-                  on_progress)
+                  on_progress, boost=boost)
     typer.echo(f"results in {out} ({time.perf_counter() - start:.0f} s)")
     for name in names:
         typer.echo(f"  {out / name / 'results.md'}")

@@ -27,6 +27,7 @@ from spikefed.fl.base import Algorithm, ClientData, Tensors, Upload
 from spikefed.fl.robust import coordinate_median, flatten_uploads, krum, krum_scores, trimmed_mean
 from spikefed.fl.snfl import SNFL, SNN, inferred_biases
 from spikefed.security import (
+    ModelReplacement,
     Trigger,
     anomaly_scores,
     attack_success_rate,
@@ -68,6 +69,10 @@ class Scale:
     backdoor_clients: int = 10
     backdoor_attackers: int = 2
     backdoor_rounds: int = 4
+    #: Scaled model replacement boost of the second backdoor run (the first is data poisoning
+    #: only); None: clients / attackers (Bagdasaryan et al.'s n/eta with eta = 1, shared by the
+    #: attackers); 1: no boosted run.
+    backdoor_boost: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -181,6 +186,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     for i in attackers:
         fed.clients[i] = poison_client(fed.clients[i], trigger, job["poison_fraction"],
                                        seed=cfg.seed + i)
+    if job.get("boost", 1.0) != 1.0:
+        fed.algorithm = ModelReplacement(fed.algorithm, attackers, job["boost"])
     recorder = Recorder(fed.algorithm) if job["kind"] != "plain" else None
     if recorder is not None:
         fed.algorithm = recorder
@@ -229,6 +236,8 @@ def backdoor_analysis(recorder: Recorder, fed: Federation, trigger: Trigger,
     accuracy / ASR when the same uploads are aggregated by Krum, median, trimmed mean or
     the threshold filter."""
     alg = recorder.inner
+    if isinstance(alg, ModelReplacement):
+        alg = alg.inner
     assert isinstance(alg, SNFL)
     x, y = fed.test_x, fed.test_y
     rows = []
@@ -283,6 +292,17 @@ def _setting(n: int, beta: float | None) -> str:
     return f"{n} clients, " + ("IID" if beta is None else f"Dir({beta})")
 
 
+def backdoor_boost(scale: Scale) -> float:
+    """The boost of the model-replacement run: ``scale.backdoor_boost`` or clients/attackers."""
+    boost = scale.backdoor_boost
+    if boost is None:
+        boost = scale.backdoor_clients / max(1, scale.backdoor_attackers)
+    if boost < 1:
+        raise ValueError(f"--boost={boost} (backdoor_boost) must be >= 1; pass 1 for data "
+                         "poisoning only")
+    return float(boost)
+
+
 def plan(experiment: str, scale: Scale, out: Path, data_root: str | None) -> list[dict[str, Any]]:
     """The jobs of one experiment."""
     jobs = []
@@ -325,11 +345,14 @@ def plan(experiment: str, scale: Scale, out: Path, data_root: str | None) -> lis
                                                "bias_back": False}, kind="bias"))
     elif experiment == "backdoor":
         n, k = scale.backdoor_clients, scale.backdoor_attackers
-        cfg = mk(scale, "backdoor-s-fedavg", "s-fedavg", n, None, data_root,
-                 rounds=scale.backdoor_rounds)
-        jobs.append(_job(scale, out, cfg, {"method": "s-fedavg", "attackers": k},
-                         kind="backdoor", attackers=list(range(k)), poison_fraction=0.5,
-                         trigger={"size": 4, "value": 1.0, "target": 0}))
+        for boost in dict.fromkeys((1.0, backdoor_boost(scale))):
+            tag = "" if boost == 1.0 else f"-boost{boost:g}"
+            cfg = mk(scale, f"backdoor-s-fedavg{tag}", "s-fedavg", n, None, data_root,
+                     rounds=scale.backdoor_rounds)
+            jobs.append(_job(scale, out, cfg, {"method": "s-fedavg", "attackers": k,
+                                               "boost": boost},
+                             kind="backdoor", attackers=list(range(k)), poison_fraction=0.5,
+                             trigger={"size": 4, "value": 1.0, "target": 0}, boost=boost))
     else:
         raise ValueError(f"experiment={experiment!r} is unknown; choose from {list(EXPERIMENTS)}")
     return jobs
@@ -420,13 +443,14 @@ def report(experiment: str, rows: list[dict[str, Any]], out: Path, scale_name: s
                    "round; rel_l2_unfold divides by ||b_true||; l2_mean_estimator uses the "
                    "mean of all clients' inferred biases.")
     elif experiment == "backdoor":
-        per_round = [{**r["per_round"][i], "method": r["method"]} for r in rows
-                     for i in range(len(r["per_round"]))]
+        per_round = [{**r["per_round"][i], "method": r["method"], "boost": r["boost"]}
+                     for r in rows for i in range(len(r["per_round"]))]
         write_rows(per_round, d, "SNFL backdoor attack and threshold-based detection (Sec. 5.4)",
                    note + " acc_*/asr_*: clean accuracy / attack success rate of the server SNN "
                    "when the round's uploads are aggregated by *; auc_threshold: ROC-AUC of the "
                    "distance of each client's threshold vector to the median centre; "
-                   "auc_krum: ROC-AUC of Krum's score on the full SNN uploads.")
+                   "auc_krum: ROC-AUC of Krum's score on the full SNN uploads; boost: "
+                   "scaled model replacement factor of the attackers (1: data poisoning only).")
         _plot_backdoor(per_round, d / "backdoor.png")
     (d / "raw.json").write_text(json.dumps(rows, indent=1, default=str))
 
@@ -437,21 +461,28 @@ def _plot_backdoor(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    rounds = [r["round"] for r in rows]
-    for key in ("acc_mean", "asr_mean", "asr_threshold_filter", "asr_krum", "asr_median"):
-        ax.plot(rounds, [r[key] for r in rows], marker="o", label=key)
-    ax.set_xlabel("round")
-    ax.legend(fontsize=7)
+    boosts = list(dict.fromkeys(r["boost"] for r in rows))
+    fig, axes = plt.subplots(1, len(boosts), figsize=(5 * len(boosts), 3.5), squeeze=False,
+                             sharey=True)
+    for ax, boost in zip(axes[0], boosts, strict=True):
+        sel = [r for r in rows if r["boost"] == boost]
+        rounds = [r["round"] for r in sel]
+        for key in ("acc_mean", "asr_mean", "asr_threshold_filter", "asr_krum", "asr_median"):
+            ax.plot(rounds, [r[key] for r in sel], marker="o", label=key)
+        ax.set_xlabel("round")
+        ax.set_title("data poisoning" if boost == 1.0 else f"model replacement, boost {boost:g}")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def reproduce(scale: str | Scale, experiments: list[str], out: Path, data_root: str | None = None,
-              workers: int = 2, progress: Callable[[str, int], None] | None = None
-              ) -> dict[str, list[dict[str, Any]]]:
+              workers: int = 2, progress: Callable[[str, int], None] | None = None,
+              boost: float | None = None) -> dict[str, list[dict[str, Any]]]:
     """Run ``experiments`` at ``scale`` (name in SCALES, or a Scale); write reports to ``out``.
+
+    ``boost`` overrides the scale's model-replacement boost of the backdoor experiment.
 
     ``progress(event, n)`` is called with ``('total', n_jobs)`` once, then ``('done', 1)``
     after each finished run.
@@ -462,6 +493,8 @@ def reproduce(scale: str | Scale, experiments: list[str], out: Path, data_root: 
         scale_name, scale = scale, SCALES[scale]
     else:
         scale_name = "custom"
+    if boost is not None:
+        scale = replace(scale, backdoor_boost=boost)
     unknown = sorted(set(experiments) - set(EXPERIMENTS))
     if unknown:
         raise ValueError(f"--experiments {unknown} unknown; choose from {list(EXPERIMENTS)}")

@@ -149,6 +149,14 @@ class SNFL(Algorithm):
     def client_update(
         self, broadcast: Tensors, client_state: dict[str, Any], data: ClientData, ctx: TrainContext
     ) -> tuple[Upload, dict[str, Any], dict[str, float]]:
+        ann, _, metrics, client_state = self.train_ann(broadcast, client_state, data, ctx)
+        return self.package(ann, ann, client_state, data, ctx, metrics)
+
+    def train_ann(
+        self, broadcast: Tensors, client_state: dict[str, Any], data: ClientData, ctx: TrainContext
+    ) -> tuple[nn.Module, Tensors, dict[str, float], dict[str, Any]]:
+        """Local training: the trained ANN (eval mode), the ANN state it started from (the
+        broadcast plus the client's own biases), the metrics and the client state."""
         client_id = int(client_state.get("client_id", 0))
         torch.manual_seed(ctx.seed)  # round 1: the clients' biases are the seeded initial ones
         ann = ctx.model_fn()
@@ -160,16 +168,25 @@ class SNFL(Algorithm):
             metrics = local_train(ann, data, ctx, client_id,
                                   penalty=self.base.penalty(reference, ctx))
         ann.eval()
+        return ann, reference, metrics, client_state
+
+    def package(self, ann: nn.Module, upload_ann: nn.Module, client_state: dict[str, Any],
+                data: ClientData, ctx: TrainContext, metrics: dict[str, float]
+                ) -> tuple[Upload, dict[str, Any], dict[str, float]]:
+        """Convert ``upload_ann`` to an SNN on the private calibration batch and upload it;
+        the client keeps ``ann``'s biases and state (the same module for an honest client)."""
+        client_id = int(client_state.get("client_id", 0))
         biases = {k: v.detach().cpu().clone() for k, v in ann.state_dict().items()
                   if k in self._bias_keys(ann)}
-        converted = convert_ann_to_snn(ann, self._calibration_batch(data, ctx, client_id),
+        converted = convert_ann_to_snn(upload_ann, self._calibration_batch(data, ctx, client_id),
                                        self.T, threshold=self.threshold,
                                        calibration=self.calibration)
         tensors = {SNN + k: v.detach().cpu().clone()
                    for k, v in converted.model.state_dict().items()}
+        upload_state = {k: v.detach().cpu().clone() for k, v in upload_ann.state_dict().items()}
+        for _, bn in bn_pairs(upload_ann):
+            tensors.update({f"{BN}{bn}.{p}": upload_state[f"{bn}.{p}"] for p in BN_KEYS})
         ann_state = {k: v.detach().cpu().clone() for k, v in ann.state_dict().items()}
-        for _, bn in bn_pairs(ann):
-            tensors.update({f"{BN}{bn}.{p}": ann_state[f"{bn}.{p}"] for p in BN_KEYS})
         new_state = {**client_state, "bias": biases, "ann": ann_state}
         return Upload(client_id, tensors, len(data), metrics), new_state, metrics
 
