@@ -116,6 +116,20 @@ class Cluster:
                 pass
 
 
+def _wait_for_port(proc: subprocess.Popen, port: int, log: Path, limit_s: float) -> None:
+    """Wait until `proc` accepts TCP connections on `port` (a cold start can take a while:
+    the first import of Flower in a fresh environment compiles its bytecode)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"SuperLink exited early:\n{log.read_text()}"
+        with socket.socket() as s:
+            s.settimeout(1.0)
+            if s.connect_ex((HOST, port)) == 0:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"SuperLink did not listen on {port} in {limit_s} s:\n{log.read_text()}")
+
+
 def _wait_for_run(cluster: Cluster, run_id: int, limit_s: float) -> str:
     deadline = time.monotonic() + limit_s
     status = "unknown"
@@ -144,14 +158,16 @@ def test_tls_deployment_with_node_auth(tmp_path) -> None:
     out = tmp_path / "run"
     run_id = None
     try:
-        cluster.start("superlink.log", BIN / "flower-superlink", "--host", HOST, "--port", port,
-                      "--ssl-certfile", tmp_path / "server.pem",
-                      "--ssl-keyfile", tmp_path / "server.key",
-                      "--ssl-ca-certfile", tmp_path / "ca.crt", "--enable-supernode-auth",
-                      "--disable-runtime-dependency-installation",
-                      "--database", tmp_path / "state.db")
+        link = cluster.start("superlink.log", BIN / "flower-superlink", "--host", HOST,
+                             "--port", port,
+                             "--ssl-certfile", tmp_path / "server.pem",
+                             "--ssl-keyfile", tmp_path / "server.key",
+                             "--ssl-ca-certfile", tmp_path / "ca.crt", "--enable-supernode-auth",
+                             "--disable-runtime-dependency-installation",
+                             "--database", tmp_path / "state.db")
+        _wait_for_port(link, port, tmp_path / "superlink.log", limit_s=240)
         for node in ("node0", "node1"):  # register both keys (retry while the link starts)
-            for _ in range(60):
+            for _ in range(120):
                 reg = cluster.flwr("supernode", "register", tmp_path / f"{node}.pub", "test")
                 if reg.returncode == 0:
                     break
