@@ -23,6 +23,7 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
+from bench_neurons import time_step as median_ms  # same median-of-repeats timer
 
 from spikefed.config import load_config
 from spikefed.fl.base import ClientData, TrainContext
@@ -35,18 +36,6 @@ from spikefed.sim.vectorized import CPU_GROUP, client_updates, train_vectorized
 TINY = ["model.T=2", "model.kwargs.hidden=[8]", "data.partition.scheme=iid",
         "train.batch_size=16", "train.eval_clients=false", "train.rounds=1000",
         "train.eval_every=1000", "data.test_subset=100", "train.momentum=0.0"]
-
-
-def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def tiny_simulation(num_clients: int, samples: int, out: str, *extra: str) -> Simulation:

@@ -36,6 +36,9 @@ def test_short_federated_snn_run_beats_chance(tmp_path) -> None:
     recs = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert [r["round"] for r in recs] == [1, 2, 3]
     assert recs[-1]["spikes_per_sample"] > 0 and recs[-1]["synops_per_sample"] > 0
+    last = recs[-1]
+    assert last["energy_per_sample_pj"] == pytest.approx(
+        0.9 * last["synops_per_sample"] + 4.6 * last["macs_per_sample"])
 
 
 def test_bytes_are_counted_exactly(tmp_path) -> None:

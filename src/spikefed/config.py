@@ -11,6 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from spikefed.energy import EnergyModel
 from spikefed.fl.registry import validate_params
 
 
@@ -102,6 +103,8 @@ class TrainConfig(Strict):
 
 
 class ExperimentConfig(Strict):
+    """A whole experiment: data, model, algorithm, training and the energy model."""
+
     name: str = "default"
     seed: int = Field(0, ge=0, lt=2**32, description="experiment seed")
     device: Literal["cpu", "cuda", "auto"] = "cpu"
@@ -109,6 +112,7 @@ class ExperimentConfig(Strict):
     model: ModelConfig = ModelConfig()
     algorithm: AlgorithmConfig = AlgorithmConfig()
     train: TrainConfig = TrainConfig()
+    energy: EnergyModel = EnergyModel()
 
 
 class ConfigError(ValueError):

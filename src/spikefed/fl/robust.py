@@ -59,19 +59,25 @@ def krum(uploads: Sequence[Upload], num_byzantine: int, multi: int = 1,
     return out
 
 
-def coordinate_median(uploads: Sequence[Upload], keys: Sequence[str] | None = None) -> Tensors:
-    """Coordinate-wise median (mean of the two middle values for an even count)."""
+def _coordinatewise(uploads: Sequence[Upload], keys: Sequence[str] | None,
+                    reduce: Callable[[torch.Tensor], torch.Tensor]) -> Tensors:
+    """Apply ``reduce`` to each tensor's client values sorted along dim 0; integer tensors
+    take the first client's value."""
     out: Tensors = {}
     for k in _keys(uploads, keys):
         first = uploads[0].tensors[k]
         if not torch.is_floating_point(first):
             out[k] = first.clone()
             continue
-        s = _stack(uploads, k).sort(dim=0).values
-        n = len(uploads)
-        med = s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
-        out[k] = med.to(first.dtype)
+        out[k] = reduce(_stack(uploads, k).sort(dim=0).values).to(first.dtype)
     return out
+
+
+def coordinate_median(uploads: Sequence[Upload], keys: Sequence[str] | None = None) -> Tensors:
+    """Coordinate-wise median (mean of the two middle values for an even count)."""
+    n = len(uploads)
+    return _coordinatewise(
+        uploads, keys, lambda s: s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2]))
 
 
 def trimmed_mean(uploads: Sequence[Upload], trim: int,
@@ -80,15 +86,7 @@ def trimmed_mean(uploads: Sequence[Upload], trim: int,
     n = len(uploads)
     if trim < 0 or 2 * trim >= n:
         raise ValueError(f"trim={trim} must satisfy 0 <= 2*trim < n={n} uploads")
-    out: Tensors = {}
-    for k in _keys(uploads, keys):
-        first = uploads[0].tensors[k]
-        if not torch.is_floating_point(first):
-            out[k] = first.clone()
-            continue
-        s = _stack(uploads, k).sort(dim=0).values
-        out[k] = s[trim:n - trim].mean(0).to(first.dtype)
-    return out
+    return _coordinatewise(uploads, keys, lambda s: s[trim:n - trim].mean(0))
 
 
 Aggregator = Callable[[Sequence[Upload], Sequence[str] | None], Tensors]

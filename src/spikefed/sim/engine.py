@@ -193,7 +193,10 @@ class Simulation:
             rec.update(server_acc=server.accuracy, server_loss=server.loss,
                        spikes_per_sample=server.spikes_per_sample,
                        synops_per_sample=server.synops_per_sample,
-                       macs_per_sample=server.macs_per_sample)
+                       macs_per_sample=server.macs_per_sample,
+                       energy_per_sample_pj=self.cfg.energy.energy_pj(
+                           server.spikes_per_sample, server.synops_per_sample,
+                           server.macs_per_sample))
         if self.cfg.train.eval_clients and uploads:
             results = [self._evaluate_state(
                 self.fed.algorithm.client_model_state(u, state.client_states[u.client_id]))
@@ -255,6 +258,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         "total_bytes_down": sum(r["bytes_down"] for r in records),
         "spikes_per_sample": last.get("spikes_per_sample"),
         "synops_per_sample": last.get("synops_per_sample"),
+        "energy_per_sample_pj": last.get("energy_per_sample_pj"),
         "wall_s": sum(r["wall_s"] for r in records),
         "finite": all(math.isfinite(r.get("train_loss_mean") or 0.0) for r in records),
     }
