@@ -25,6 +25,13 @@ def test_datasets_command_reports_found_and_missing(tmp_path: Path) -> None:
     assert "found" in lines["mnist"] and str(folder) in lines["mnist"]
     assert "missing" in lines["fashion-mnist"] and "missing" in lines["cifar100"]
     assert "bundled" in lines["mnist-mini"]
+    assert "missing" in lines["nmnist-small"]
+    (tmp_path / "nmnist_small").mkdir()
+    (tmp_path / "nmnist_small" / "NMNISTsmall.tar.gz").write_bytes(b"")
+    result = CliRunner().invoke(app, ["datasets", "--data-root", str(tmp_path)],
+                                env={"COLUMNS": "400"})
+    assert any("nmnist-small" in line and "found 1 file" in line
+               for line in result.output.splitlines())
 
 
 def test_datasets_command_without_root() -> None:

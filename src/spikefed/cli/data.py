@@ -1,4 +1,4 @@
-"""`spikefed datasets`: which image data sets exist, whether they are found, where files go."""
+"""`spikefed datasets`: which data sets exist, whether they are found, where files go."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from spikefed.data import DATASETS
+from spikefed.data.events import EVENT_DATASETS
 from spikefed.data.files import DATA_ENV
 
 
@@ -33,6 +34,23 @@ def datasets_table(root: Path | None) -> Table:
     return table
 
 
+def event_datasets_table(root: Path | None) -> Table:
+    """Rich table of the event-camera data sets and whether their files are under `root`."""
+    table = Table(title="event-camera data sets (spikefed.data.events)")
+    for column in ("name", "status", "files (in <root>/<folder>/)", "reader", "used by",
+                   "citation"):
+        table.add_column(column, overflow="fold")
+    for info in EVENT_DATASETS:
+        if root is None or not root.is_dir():
+            status = "[yellow]no data root[/yellow]"
+        else:
+            found = info.locate(root)
+            status = f"[green]found[/green] {len(found)} file(s)" if found else "[red]missing[/red]"
+        table.add_row(info.name, status, f"{info.folder}/{info.pattern}", info.reader,
+                      info.used_by, info.citation)
+    return table
+
+
 def register(app: typer.Typer, reproduce: typer.Typer) -> None:
     """Add the `datasets` command to `app`."""
 
@@ -42,10 +60,11 @@ def register(app: typer.Typer, reproduce: typer.Typer) -> None:
             None, "--data-root", envvar=DATA_ENV,
             help=f"Folder holding the data sets (default: ${DATA_ENV})."),
     ) -> None:
-        """List the image data sets, whether each is found under the data root, and where its
-        files go. Nothing is downloaded."""
+        """List the data sets, whether each is found under the data root, and where its files
+        go. Nothing is downloaded."""
         console = Console()
         console.print(datasets_table(data_root))
+        console.print(event_datasets_table(data_root))
         if data_root is None:
             console.print(f"Set {DATA_ENV}=DIR or pass --data-root DIR to use the full data sets.")
         console.print("Citations: " + "; ".join(
