@@ -152,7 +152,10 @@ def test_tls_deployment_with_node_auth(tmp_path) -> None:
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "test"\n\n[superlink.test]\naddress = "{HOST}:{port}"\n'
         f'root-certificates = "{tmp_path / "ca.crt"}"\n')
-    env = {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0",
+    # the SuperLink starts `flower-superexec` from PATH: put this interpreter's bin first
+    # (CI runs `.venv/bin/python -m pytest` without activating the venv)
+    path = os.pathsep.join([str(BIN), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0",
            "OMP_NUM_THREADS": "1"}
     cluster = Cluster(tmp_path, env)
     out = tmp_path / "run"

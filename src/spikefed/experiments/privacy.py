@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import csv
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from pydantic import Field, ValidationError
 
 from spikefed.config import ConfigError, Strict, _format_validation_error, apply_overrides
 from spikefed.data import load_dataset
+from spikefed.data.files import DATA_ENV
 from spikefed.privacy import metrics as M
 from spikefed.privacy.attacks import AttackResult, Problem, dlg, idlg, inverting_gradients
 from spikefed.privacy.clients import (
@@ -145,12 +147,13 @@ def load_victim_data(cfg: AttackConfig, domain: str) -> tuple[torch.Tensor, torc
     """Ground-truth samples ``[N, ...]`` and labels for ``domain`` (temporal: ``[N, T, ...]``)."""
     n = cfg.data.samples * cfg.threat.batch_size
     if domain == "events":
-        if cfg.data.root is None:
+        root = cfg.data.root or os.environ.get(DATA_ENV)
+        if not root:
             raise ValueError(
-                "domain 'events' reads N-MNIST: set data.root to the folder holding "
-                "nmnist_small/NMNISTsmall.tar.gz"
+                f"domain 'events' reads N-MNIST: set data.root (or ${DATA_ENV}) to the folder "
+                "holding nmnist_small/NMNISTsmall.tar.gz"
             )
-        return nmnist_samples(Path(cfg.data.root), n, cfg.data.start, cfg.domain.event_steps)
+        return nmnist_samples(Path(root), n, cfg.data.start, cfg.domain.event_steps)
     ds = load_dataset(
         cfg.data.dataset, "test", **({"root": cfg.data.root} if cfg.data.root else {})
     )
