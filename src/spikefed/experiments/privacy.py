@@ -2,7 +2,8 @@
 
 ``run_attack_benchmark(cfg, out)`` writes ``results.csv`` (one row per attack x model x domain
 x defense x seed x sample), ``summary.md``, ``reconstructions.png`` and ``psnr_curves.png``.
-``run_snfl_attack(out)`` reproduces the SNFL paper's DLG comparison (FedAvg vs SNFL).
+``snfl_attack_config()`` is the SNFL paper's DLG comparison (FedAvg vs SNFL). The attacks run
+on ``cfg.device``; results are moved to the CPU before they are written.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pydantic import Field, ValidationError
 from spikefed.config import ConfigError, Strict, _format_validation_error, apply_overrides
 from spikefed.data import load_dataset
 from spikefed.data.files import DATA_ENV
+from spikefed.experiment import resolve_device
 from spikefed.privacy import metrics as M
 from spikefed.privacy.attacks import AttackResult, Problem, dlg, idlg, inverting_gradients
 from spikefed.privacy.clients import (
@@ -107,6 +109,9 @@ class DefenseSection(Strict):
 
 class AttackConfig(Strict):
     name: str = "attack"
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        "cpu", description="where models, data and attacks run; auto = cuda when visible"
+    )
     seeds: list[int] = Field(default_factory=lambda: [0])
     attacks: list[AttackName] = Field(default_factory=lambda: ["dlg", "idlg", "ig"])
     data: DataSection = DataSection()
@@ -142,9 +147,24 @@ def load_attack_config(path: str | Path | None, overrides: list[str] | None = No
         raise ConfigError(_format_validation_error(err, source)) from None
 
 
+def attack_device(cfg: AttackConfig) -> torch.device:
+    """The torch device for ``cfg.device`` ('auto': CUDA when visible, else the CPU)."""
+    try:
+        return resolve_device(cfg.device)
+    except ValueError as err:
+        raise ValueError(
+            f"attack config: {err} (or set device: cpu or device: auto in the config)"
+        ) from None
+
+
 # data ---------------------------------------------------------------------------------------
-def load_victim_data(cfg: AttackConfig, domain: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ground-truth samples ``[N, ...]`` and labels for ``domain`` (temporal: ``[N, T, ...]``)."""
+def load_victim_data(
+    cfg: AttackConfig, domain: str, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ground-truth samples ``[N, ...]`` and labels for ``domain`` on ``device``.
+
+    Temporal domains give ``[N, T, ...]`` samples.
+    """
     n = cfg.data.samples * cfg.threat.batch_size
     if domain == "events":
         root = cfg.data.root or os.environ.get(DATA_ENV)
@@ -153,12 +173,13 @@ def load_victim_data(cfg: AttackConfig, domain: str) -> tuple[torch.Tensor, torc
                 f"domain 'events' reads N-MNIST: set data.root (or ${DATA_ENV}) to the folder "
                 "holding nmnist_small/NMNISTsmall.tar.gz"
             )
-        return nmnist_samples(Path(root), n, cfg.data.start, cfg.domain.event_steps)
+        x, y = nmnist_samples(Path(root), n, cfg.data.start, cfg.domain.event_steps)
+        return x.to(device), y.to(device)
     ds = load_dataset(
         cfg.data.dataset, "test", **({"root": cfg.data.root} if cfg.data.root else {})
     )
-    x = torch.as_tensor(ds.x[cfg.data.start : cfg.data.start + n]).float()
-    y = torch.as_tensor(ds.y[cfg.data.start : cfg.data.start + n]).long()
+    x = torch.as_tensor(ds.x[cfg.data.start : cfg.data.start + n], device=device).float()
+    y = torch.as_tensor(ds.y[cfg.data.start : cfg.data.start + n], device=device).long()
     if len(y) < n:
         raise ValueError(
             f"data.samples x threat.batch_size = {n} exceeds the {len(y)} test images "
@@ -168,7 +189,10 @@ def load_victim_data(cfg: AttackConfig, domain: str) -> tuple[torch.Tensor, torc
 
 
 def _pretrain(model: torch.nn.Module, cfg: AttackConfig, seed: int) -> None:
-    """``trained_rounds`` FedAvg rounds (2 IID clients, 256 images each) on mnist-mini train."""
+    """``trained_rounds`` FedAvg rounds (2 IID clients, 256 images each) on mnist-mini train.
+
+    Runs on the CPU (``model`` is still there), so every device attacks the same weights.
+    """
     if cfg.data.dataset != "mnist-mini" or cfg.domain.kinds != ["image"]:
         raise ValueError(
             "model.trained_rounds > 0 is supported for data.dataset='mnist-mini' with "
@@ -178,7 +202,8 @@ def _pretrain(model: torch.nn.Module, cfg: AttackConfig, seed: int) -> None:
     from spikefed.fl.fedavg import FedAvg
 
     ds = load_dataset("mnist-mini", "train")
-    x, y = torch.as_tensor(ds.x[:512]).float(), torch.as_tensor(ds.y[:512]).long()
+    x = torch.as_tensor(ds.x[:512], device="cpu").float()
+    y = torch.as_tensor(ds.y[:512], device="cpu").long()
     algo = FedAvg()
     state, bcast = algo.init_server(model)
     for r in range(cfg.model.trained_rounds):
@@ -350,8 +375,13 @@ CSV_FIELDS = [
 ]
 
 
-def _models_for(domain: str, cfg: AttackConfig, sample_shape: tuple[int, ...], seed: int):
-    """``{kind: model}`` for a domain (temporal domains and spike codings: SNN only)."""
+def _models_for(
+    domain: str, cfg: AttackConfig, sample_shape: tuple[int, ...], seed: int, device: torch.device
+):
+    """``{kind: model}`` on ``device`` for a domain (temporal domains and spike codings: SNN only).
+
+    Weights are initialised (and pre-trained) on the CPU, so every device attacks the same model.
+    """
     in_shape = sample_shape[1:] if domain in ("events", "raster") else sample_shape
     encoder = domain if domain in ("rate", "latency") else "direct"
     m = cfg.model
@@ -370,6 +400,7 @@ def _models_for(domain: str, cfg: AttackConfig, sample_shape: tuple[int, ...], s
     if m.trained_rounds:
         _pretrain(ann, cfg, seed)
         snn.load_state_dict(ann.state_dict())
+    ann, snn = ann.to(device), snn.to(device)
     kinds = m.kinds if domain == "image" else ["snn"]
     return {k: (ann if k == "ann" else snn) for k in kinds}, ann
 
@@ -386,7 +417,12 @@ def _epsilon(defense: Defense, cfg: AttackConfig) -> float | None:
 def run_attack_benchmark(
     cfg: AttackConfig, out: Path, progress: Callable[[str], None] | None = None
 ) -> list[dict[str, Any]]:
-    """Run every (seed, domain, model, defense, sample, attack) and write the outputs to ``out``."""
+    """Run every (seed, domain, model, defense, sample, attack) and write the outputs to ``out``.
+
+    Models, victim data and attack variables live on ``cfg.device``; seeded draws come from
+    CPU generators, so a GPU run starts from the same dummies and noise as a CPU run.
+    """
+    device = attack_device(cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -397,11 +433,11 @@ def run_attack_benchmark(
     b = cfg.threat.batch_size
     for seed in cfg.seeds:
         for dom_kind in cfg.domain.kinds:
-            xs, ys = load_victim_data(cfg, dom_kind)
+            xs, ys = load_victim_data(cfg, dom_kind, device)
             domain = domain_for(
                 dom_kind, tuple(xs.shape[1:]), cfg.model.T, cfg.domain.relax, cfg.domain.tau
             )
-            models, ann = _models_for(dom_kind, cfg, tuple(xs.shape[1:]), seed)
+            models, ann = _models_for(dom_kind, cfg, tuple(xs.shape[1:]), seed, device)
             for kind, model in models.items():
                 for dsec in cfg.defenses:
                     defense = Defense(dsec.kind, dsec.sigma, dsec.ratio, dsec.clip)
@@ -410,7 +446,8 @@ def run_attack_benchmark(
                         if kind != "ann" or dom_kind != "image":
                             continue
                         calib = torch.as_tensor(
-                            load_dataset("mnist-mini", "train").x[: cfg.snfl_calibration]
+                            load_dataset("mnist-mini", "train").x[: cfg.snfl_calibration],
+                            device=device,
                         ).float()
                         relu_ann = set_ann_activation(copy.deepcopy(ann), "relu")
                         conv = snfl_convert(relu_ann, calib, cfg.model.T)
@@ -439,10 +476,9 @@ def run_attack_benchmark(
                             )
                             rows.append(row)
                             key = (dom_kind, defense.label, model_name)
-                            examples.setdefault(key, {"truth": x[0]})
+                            examples.setdefault(key, {"truth": x[0].cpu()})
                             if i == 0 and seed == cfg.seeds[0]:
-                                perm = M.match_batch(res.reconstruction, x)
-                                examples[key][attack] = res.reconstruction[perm][0]
+                                examples[key][attack] = _first_match(res.reconstruction, x)
                             curves.setdefault(
                                 (dom_kind, defense.label, attack, model_name), []
                             ).append(
@@ -451,12 +487,19 @@ def run_attack_benchmark(
                             if progress is not None:
                                 progress(f"{attack}/{model_name}/{dom_kind}: {row['psnr']:.1f} dB")
     write_csv(rows, out / "results.csv")
-    (out / "summary.md").write_text(summary_markdown(rows, cfg))
+    (out / "summary.md").write_text(summary_markdown(rows, cfg, str(device)))
     from spikefed.privacy.plots import plot_curves, plot_reconstructions
 
     plot_reconstructions(examples, cfg.attacks, out / "reconstructions.png")
     plot_curves(curves, out / "psnr_curves.png")
     return rows
+
+
+def _first_match(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The reconstruction matched to ``x[0]``, on the CPU (wrong batch-size guess: ``x_hat[0]``)."""
+    if x_hat.shape != x.shape:
+        return x_hat[0].cpu()
+    return x_hat[M.match_batch(x_hat, x)][0].cpu()
 
 
 def count_runs(cfg: AttackConfig) -> int:
@@ -508,7 +551,9 @@ def _cell(metric: str, rs: list[dict[str, Any]]) -> str:
     return _ms([r[metric] for r in rs])
 
 
-def summary_markdown(rows: list[dict[str, Any]], cfg: AttackConfig) -> str:
+def summary_markdown(
+    rows: list[dict[str, Any]], cfg: AttackConfig, device: str | None = None
+) -> str:
     """One row per (domain, defense, attack); each metric has one column per model."""
     models = list(dict.fromkeys(r["model"] for r in rows))
     lines = [
@@ -517,7 +562,8 @@ def summary_markdown(rows: list[dict[str, Any]], cfg: AttackConfig) -> str:
         f"Threat: {cfg.threat.kind} (local steps {cfg.threat.local_steps}, lr "
         f"{cfg.threat.lr}), batch {cfg.threat.batch_size}; model {cfg.model.name} "
         f"{cfg.model.options} (ANN activation {cfg.model.ann_activation}, SNN T={cfg.model.T}, "
-        f"neuron {cfg.model.neuron}); seeds {cfg.seeds}; {cfg.data.samples} batches per seed.",
+        f"neuron {cfg.model.neuron}); seeds {cfg.seeds}; {cfg.data.samples} batches per seed"
+        + (f"; device {device}." if device else "."),
         "Cells: mean ± std over seeds and batches; PSNR capped at 100 dB when averaging "
         "(exact recovery gives infinity); iters to leak = median optimiser step of the first "
         "recorded PSNR ≥ 20 dB or SSIM ≥ 0.5 over the runs that leaked; leaked = runs that did.",
@@ -579,7 +625,9 @@ def summary_markdown(rows: list[dict[str, Any]], cfg: AttackConfig) -> str:
 
 
 # SNFL reproduction --------------------------------------------------------------------------
-def snfl_attack_config(iterations: int = 40, samples: int = 2) -> AttackConfig:
+def snfl_attack_config(
+    iterations: int = 40, samples: int = 2, device: str = "cpu"
+) -> AttackConfig:
     """The SNFL paper's DLG comparison on offline data: LeNet-5, batch 1, one FedSGD gradient.
 
     FedAvg arm: the ANN with sigmoid activations (DLG's own LeNet setting, which the SNFL paper
@@ -587,20 +635,23 @@ def snfl_attack_config(iterations: int = 40, samples: int = 2) -> AttackConfig:
     chance). SNFL arm: the ReLU network with the same weights, converted to the IF-neuron SNN
     the protocol uploads; the attacker differentiates that SNN white-box.
     """
-    return AttackConfig.model_validate(
-        {
-            "name": "snfl-attack",
-            "attacks": ["dlg", "idlg"],
-            "data": {"samples": samples},
-            "model": {
-                "name": "lenet5",
-                "options": {},
-                "ann_activation": "sigmoid",
-                "kinds": ["ann"],
-                "T": 8,
-            },
-            "dlg": {"iterations": iterations, "inner_iter": 20, "line_search": True},
-            "defenses": [{"kind": "none"}, {"kind": "snfl"}],
-            "record_every": 1,
-        }
-    )
+    raw = {
+        "name": "snfl-attack",
+        "device": device,
+        "attacks": ["dlg", "idlg"],
+        "data": {"samples": samples},
+        "model": {
+            "name": "lenet5",
+            "options": {},
+            "ann_activation": "sigmoid",
+            "kinds": ["ann"],
+            "T": 8,
+        },
+        "dlg": {"iterations": iterations, "inner_iter": 20, "line_search": True},
+        "defenses": [{"kind": "none"}, {"kind": "snfl"}],
+        "record_every": 1,
+    }
+    try:
+        return AttackConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, "snfl-attack")) from None

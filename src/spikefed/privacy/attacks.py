@@ -15,6 +15,7 @@ several per step, Adam one).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from spikefed.privacy import devices
 from spikefed.privacy.domains import InputDomain
-from spikefed.privacy.labels import idlg_label, restore_batch_labels
+from spikefed.privacy.labels import restore_batch_labels
 from spikefed.privacy.threat import Grads, ThreatModel, observe
 
 # called with the current reconstruction [B, ...] in [0, 1]; returns (psnr, ssim) for history
@@ -52,6 +54,11 @@ class Problem:
     domain: InputDomain
     num_classes: int
     batch: int
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model lives; the attack's variables are created there."""
+        return devices.module_device(self.model)
 
     def simulate(self, z: Tensor, y: Tensor) -> Grads:
         """The attacker's differentiable simulation of the observation for dummy ``(z, y)``."""
@@ -115,11 +122,17 @@ def dlg(
     record_every: int = 1,
     monitor: Monitor | None = None,
 ) -> AttackResult:
-    """DLG with L-BFGS; ``labels`` fixes the labels (iDLG), otherwise soft labels are learnt."""
+    """DLG with L-BFGS; ``labels`` fixes the labels (iDLG), otherwise soft labels are learnt.
+
+    The dummies are drawn from a seeded CPU generator and moved to the model's device.
+    """
+    dev = problem.device
     gen = torch.Generator().manual_seed(seed)
-    z = problem.domain.init(problem.batch, gen).requires_grad_(True)
+    z = problem.domain.init(problem.batch, gen, device=dev).requires_grad_(True)
     learn_label = labels is None
-    y_logit = torch.randn(problem.batch, problem.num_classes, generator=gen).requires_grad_(True)
+    if labels is not None:
+        labels = labels.to(dev)
+    y_logit = devices.normal((problem.batch, problem.num_classes), gen, dev).requires_grad_(True)
     variables = [z, y_logit] if learn_label else [z]
     opt = torch.optim.LBFGS(
         variables,
@@ -150,7 +163,7 @@ def dlg(
     step = 0
     for step in range(1, iterations + 1):
         loss = float(opt.step(closure))
-        if not torch.isfinite(torch.tensor(loss)) or not torch.isfinite(z).all():
+        if not math.isfinite(loss) or not torch.isfinite(z).all():
             with torch.no_grad():  # diverged: continue from the best point seen
                 z.copy_(best[1])
                 y_logit.copy_(best[2])
@@ -174,9 +187,10 @@ def dlg(
 
 
 def infer_labels(problem: Problem) -> Tensor:
-    """Labels from the observed readout gradient (iDLG for one sample, counts for a batch)."""
-    if problem.batch == 1:
-        return torch.tensor([idlg_label(problem.target)])
+    """Labels from the observed readout gradient (iDLG for one sample, counts for a batch).
+
+    They lie on the device of the observation.
+    """
     return restore_batch_labels(problem.target, problem.batch)
 
 
@@ -204,12 +218,13 @@ def inverting_gradients(
     """
     if restarts < 1:
         raise ValueError(f"restarts={restarts} must be >= 1")
-    y = labels if labels is not None else infer_labels(problem)
+    dev = problem.device
+    y = (labels if labels is not None else infer_labels(problem)).to(dev)
     kept: AttackResult | None = None
     total_evals = 0
     for r in range(restarts):
         gen = torch.Generator().manual_seed(seed * 1000 + r)
-        z = problem.domain.init(problem.batch, gen).requires_grad_(True)
+        z = problem.domain.init(problem.batch, gen, device=dev).requires_grad_(True)
         opt = torch.optim.Adam([z], lr=lr)
         miles = [int(iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)]
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=miles, gamma=0.1)

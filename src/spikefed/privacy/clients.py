@@ -83,7 +83,7 @@ def image_raster(x: Tensor, threshold: float = 0.5) -> Tensor:
 def nmnist_samples(
     root: Path, count: int, start: int = 0, n_steps: int = 10, dt_us: int = 30_000
 ) -> tuple[Tensor, Tensor]:
-    """N-MNIST test recordings as binary frames ``[N, T, 2, 17, 17]`` (34x34 OR-pooled by 2)."""
+    """N-MNIST test recordings as CPU binary frames ``[N, T, 2, 17, 17]`` (34x34 OR-pooled by 2)."""
     from spikefed.data.events import load_nmnist_subset, nmnist_frames
 
     archive = Path(root) / "nmnist_small" / "NMNISTsmall.tar.gz"
@@ -98,8 +98,8 @@ def nmnist_samples(
         for e in events[start : start + count]
     ]
     return (
-        torch.as_tensor(np.stack(frames)).float(),
-        torch.as_tensor(labels[start : start + count]).long(),
+        torch.as_tensor(np.stack(frames), device="cpu").float(),
+        torch.as_tensor(labels[start : start + count], device="cpu").long(),
     )
 
 

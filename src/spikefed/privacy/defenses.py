@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from spikefed.privacy.devices import normal
 from spikefed.privacy.threat import Grads, ThreatModel, observe, soft_cross_entropy, trainable
 
 DEFENSES = ("none", "noise", "prune", "dpsgd", "snfl")
@@ -58,8 +59,8 @@ class Defense:
 
 
 def add_noise(grads: Grads, sigma: float, generator: torch.Generator) -> Grads:
-    """Every entry plus ``N(0, sigma^2)``."""
-    return {k: g + sigma * torch.randn(g.shape, generator=generator) for k, g in grads.items()}
+    """Every entry plus ``N(0, sigma^2)``, drawn on the generator's device, added on ``g``'s."""
+    return {k: g + sigma * normal(g.shape, generator, g.device) for k, g in grads.items()}
 
 
 def prune(grads: Grads, ratio: float) -> Grads:
@@ -105,10 +106,13 @@ def dp_gradient(
     clip: float,
     generator: torch.Generator,
 ) -> Grads:
-    """One DP-SGD gradient: clipped per-sample gradients, summed, noised, averaged."""
+    """One DP-SGD gradient: clipped per-sample gradients, summed, noised, averaged.
+
+    The noise is drawn on the generator's device and added on the gradient's.
+    """
     clipped = clip_per_sample(per_sample_grads(model, params, x, y), clip)
     return {
-        k: (g.sum(0) + sigma * clip * torch.randn(g.shape[1:], generator=generator)) / len(x)
+        k: (g.sum(0) + sigma * clip * normal(g.shape[1:], generator, g.device)) / len(x)
         for k, g in clipped.items()
     }
 
@@ -143,7 +147,8 @@ def defended_observation(
 def snfl_convert(ann: nn.Module, calib_x: Tensor, T: int) -> Any:
     """SNFL client step: convert the ANN to an SNN with the client's private calibration data.
 
-    Returns the converter's ``ConvertedSNN`` (``.model``, ``.thresholds``).
+    Returns the converter's ``ConvertedSNN`` (``.model``, ``.thresholds``). The converter
+    moves ``calib_x`` to the ANN's device and builds the SNN there.
     """
     try:
         from spikefed.convert import convert_ann_to_snn

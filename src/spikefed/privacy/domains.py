@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from spikefed.privacy import devices
+
 DOMAINS = ("image", "rate", "latency", "events", "raster")
 RELAXATIONS = ("expected", "ste")
 
@@ -49,12 +51,22 @@ class InputDomain:
         """True when the sample itself is a sequence of time bins."""
         return self.kind in ("events", "raster")
 
-    def init(self, batch: int, generator: torch.Generator, uniform: bool = False) -> Tensor:
-        """A fresh free variable: N(0, 1) (DLG) or U(0, 1) (``uniform``); logits for temporal."""
+    def init(
+        self,
+        batch: int,
+        generator: torch.Generator,
+        uniform: bool = False,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        """A fresh free variable on ``device``: N(0, 1) (DLG) or U(0, 1) (``uniform``).
+
+        Temporal domains always draw N(0, 1) logits. The draw comes from ``generator`` on its
+        own device and is then moved to ``device`` (default: the generator's device).
+        """
         shape = (batch, *self.shape)
         if uniform and not self.temporal:
-            return torch.rand(shape, generator=generator)
-        return torch.randn(shape, generator=generator)
+            return devices.uniform(shape, generator, device)
+        return devices.normal(shape, generator, device)
 
     def reconstruction(self, z: Tensor) -> Tensor:
         """The scored reconstruction in [0, 1] (detached)."""

@@ -43,7 +43,7 @@ def idlg_label(grads: Grads) -> int:
 
 
 def restore_batch_labels(grads: Grads, batch: int, mean_probs: Tensor | None = None) -> Tensor:
-    """Labels (sorted) of a batch of size ``batch`` from the readout gradient.
+    """Labels (sorted) of a batch of size ``batch`` from the readout gradient, on its device.
 
     ``mean_probs`` is the attacker's estimate of the client's mean softmax output (default:
     uniform, exact for a model at initialisation in expectation).
@@ -51,11 +51,11 @@ def restore_batch_labels(grads: Grads, batch: int, mean_probs: Tensor | None = N
     if batch < 1:
         raise ValueError(f"batch={batch} must be >= 1")
     w, b = classifier_keys(grads)
-    k = grads[w].shape[0]
+    k, dev = grads[w].shape[0], grads[w].device
     if batch == 1:
-        return torch.tensor([idlg_label(grads)])
+        return torch.tensor([idlg_label(grads)], device=dev)
     db = grads[b] if b is not None else grads[w].sum(1) / grads[w].sum(1).abs().sum()
-    p = mean_probs if mean_probs is not None else torch.full((k,), 1.0 / k)
+    p = mean_probs.to(dev) if mean_probs is not None else torch.full((k,), 1.0 / k, device=dev)
     counts = (batch * (p - db)).clamp(min=0.0)
     base = counts.floor()
     rest = int(batch - base.sum())
@@ -70,11 +70,12 @@ def restore_batch_labels(grads: Grads, batch: int, mean_probs: Tensor | None = N
             if base[j] > 0:
                 base[j] -= 1
                 rest += 1
-    return torch.repeat_interleave(torch.arange(k), base.long())
+    return torch.repeat_interleave(torch.arange(k, device=dev), base.long())
 
 
 def multiset_accuracy(pred: Tensor, true: Tensor) -> float:
     """Fraction of labels restored regardless of order (multiset intersection / batch)."""
+    pred = pred.to(true.device)
     k = int(max(pred.max(), true.max())) + 1
     hit = torch.minimum(torch.bincount(pred, minlength=k), torch.bincount(true, minlength=k))
     return float(hit.sum()) / len(true)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
@@ -47,7 +48,7 @@ def psnr(x: Tensor, y: Tensor, data_range: float = 1.0) -> Tensor:
 
 
 def _gaussian_window(size: int, sigma: float, channels: int) -> Tensor:
-    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    coords = torch.arange(size, dtype=torch.float64, device="cpu") - (size - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
     g = g / g.sum()
     w = torch.outer(g, g).float()
@@ -64,7 +65,7 @@ def ssim(
     size = min(window, x.shape[-1], x.shape[-2])
     if size % 2 == 0:
         size -= 1
-    w = _gaussian_window(size, sigma, c).to(x.device)
+    w = _gaussian_window(size, sigma, c).to(x.device)  # built on the CPU, same on every device
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
 
     def filt(t: Tensor) -> Tensor:
@@ -88,7 +89,8 @@ def label_accuracy(pred: Tensor, true: Tensor) -> float:
 def match_batch(x_hat: Tensor, x: Tensor) -> Tensor:
     """Hungarian matching: ``perm`` with ``x_hat[perm[i]]`` the reconstruction matched to ``x[i]``.
 
-    The cost is the per-pair MSE, so the matching maximises mean PSNR-like agreement.
+    The cost is the per-pair MSE, so the matching maximises mean PSNR-like agreement. The
+    assignment is solved on the CPU; ``perm`` lies on ``x_hat``'s device.
     """
     if x_hat.shape[0] != x.shape[0] or x_hat.shape[1:] != x.shape[1:]:
         raise ValueError(
@@ -97,9 +99,9 @@ def match_batch(x_hat: Tensor, x: Tensor) -> Tensor:
     a, b = x.flatten(1).float(), x_hat.flatten(1).float()
     cost = torch.cdist(a, b).pow(2).cpu().numpy()
     rows, cols = linear_sum_assignment(cost)
-    perm = torch.empty(len(rows), dtype=torch.long)
-    perm[torch.as_tensor(rows)] = torch.as_tensor(cols, dtype=torch.long)
-    return perm
+    perm = np.empty(len(rows), dtype=np.int64)
+    perm[rows] = cols
+    return torch.as_tensor(perm, device=x_hat.device)
 
 
 def iterations_to_leak(
