@@ -167,8 +167,11 @@ class Simulation:
                     pending = []
                     break
                 except Exception as exc:  # a failing client must not end the federation
-                    if done == 0 and mode != "off" and len(pending) > 1:
-                        mode = "off"  # a batched failure: retry one by one to find the client
+                    if mode != "off":  # a batched failure: retry the rest one by one
+                        log.warning("round %d: vectorised client update failed (%s: %s); "
+                                    "retrying clients %s one by one", ctx.round,
+                                    type(exc).__name__, exc, pending[done:])
+                        mode, pending = "off", pending[done:]
                     else:
                         rejected.append(Rejection(pending[done], "client_update raised "
                                                   f"{type(exc).__name__}: {exc}"))
