@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -118,33 +119,20 @@ def statprior_attack(
     candidates = list(batch_sizes) if batch_sizes else [problem.batch]
     if any(b < 1 for b in candidates):
         raise ValueError(f"batch_sizes={candidates} must be positive")
+
+    def attack_with(b: int, **kwargs: Any) -> AttackResult:
+        """Inverting Gradients with the priors, assuming batch size ``b``."""
+        probe = replace(problem, batch=b)
+        return inverting_gradients(
+            probe, lr=lr, tv=tv, labels=restore_batch_labels(problem.target, b),
+            prior=make_prior(probe, bn_weight, thresholds, threshold_weight), seed=seed, **kwargs)
+
     best_b, best_loss = candidates[0], float("inf")
-    if len(candidates) > 1:
+    if len(candidates) > 1:  # unknown batch size: keep the size whose short probe fits best
         for b in candidates:
-            probe = replace(problem, batch=b)
-            res = inverting_gradients(
-                probe,
-                iterations=probe_iterations,
-                lr=lr,
-                tv=tv,
-                labels=restore_batch_labels(problem.target, b),
-                prior=make_prior(probe, bn_weight, thresholds, threshold_weight),
-                seed=seed,
-                record_every=probe_iterations,
-            )
-            if res.loss < best_loss:
-                best_b, best_loss = b, res.loss
-    chosen = replace(problem, batch=best_b)
+            loss = attack_with(b, iterations=probe_iterations, record_every=probe_iterations).loss
+            if loss < best_loss:
+                best_b, best_loss = b, loss
     mon = monitor_for(best_b) if monitor_for is not None else monitor
-    return inverting_gradients(
-        chosen,
-        iterations=iterations,
-        lr=lr,
-        tv=tv,
-        labels=restore_batch_labels(problem.target, best_b),
-        prior=make_prior(chosen, bn_weight, thresholds, threshold_weight),
-        restarts=restarts,
-        seed=seed,
-        record_every=record_every,
-        monitor=mon,
-    )
+    return attack_with(best_b, iterations=iterations, restarts=restarts,
+                       record_every=record_every, monitor=mon)
