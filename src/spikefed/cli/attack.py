@@ -38,28 +38,106 @@ def attack_command(
 
 
 def snfl_attack_command(
-    out: Path = typer.Option(Path("runs/snfl-attack"), "--out", help="output folder"),
-    iterations: int = typer.Option(40, "--iterations", help="DLG optimiser steps"),
-    samples: int = typer.Option(2, "--samples", help="test images attacked"),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto"),
+    setting: str = typer.Option(
+        "lenet5-mnist", "--setting",
+        help="lenet5-mnist (max-pooled LeNet-5 on bundled MNIST), dlg-cifar (DLG's own "
+        "LeNet on CIFAR-10 from --data-root; arms ann-sigmoid, ann-relu, snfl), "
+        "protocol-mnist (MLP, bundled MNIST) or protocol-cifar (DLG LeNet with ReLU, CIFAR-10): "
+        "the server inverts the ANN weight update it recovers from SNFL uploads, vs FedAvg"),
+    out: Path | None = typer.Option(None, "--out", help="output folder (default "
+                                    "runs/snfl-attack or runs/snfl-attack-dlg-cifar)"),
+    iterations: int | None = typer.Option(
+        None, "--iterations", help="DLG optimiser steps (default 40; dlg-cifar: 300)"),
+    samples: int = typer.Option(2, "--samples", help="test images attacked (dlg-cifar: one "
+                                "per class, at most 10)"),
+    seeds: str = typer.Option("0,1", "--seeds", help="dlg-cifar: comma-separated seeds"),
+    data_root: Path | None = typer.Option(None, "--data-root", envvar="SPIKEFED_DATA",
+                                          help="dlg-cifar: folder holding cifar10/"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto (lenet5-mnist)"),
 ) -> None:
     """SNFL paper: DLG on LeNet, batch 1 - iterations to recover the image, FedAvg vs SNFL."""
-    from spikefed.experiments.privacy import (
-        attack_device,
-        count_runs,
-        run_attack_benchmark,
-        snfl_attack_config,
-    )
-
     with user_errors():
-        if iterations < 1 or samples < 1:
+        if setting not in SETTINGS:
+            raise ValueError(f"--setting={setting!r} is unknown; choose one of {list(SETTINGS)}")
+        if (iterations is not None and iterations < 1) or samples < 1:
             raise ValueError(f"--iterations={iterations} and --samples={samples} must be >= 1")
-        cfg = snfl_attack_config(iterations, samples, device)
+        if setting != "lenet5-mnist":
+            seed_list = _seeds(seeds)
+            run = _dlg_cifar if setting == "dlg-cifar" else _protocol
+            run(setting, out or Path(f"runs/snfl-attack-{setting}"), iterations, samples,
+                seed_list, data_root)
+            return
+        from spikefed.experiments.privacy import (
+            attack_device,
+            count_runs,
+            run_attack_benchmark,
+            snfl_attack_config,
+        )
+
+        out = out or Path("runs/snfl-attack")
+        cfg = snfl_attack_config(iterations or 40, samples, device)
         attack_device(cfg)
         with progress_bar() as bar:
             task = bar.add_task("snfl-attack", total=count_runs(cfg), info="")
             run_attack_benchmark(cfg, out, progress=lambda s: bar.update(task, advance=1, info=s))
     console.print((out / "summary.md").read_text())
+
+
+SETTINGS = ("lenet5-mnist", "dlg-cifar", "protocol-mnist", "protocol-cifar")
+
+
+def _seeds(seeds: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(s) for s in seeds.split(",") if s.strip())
+    except ValueError:
+        out = ()
+    if not out:
+        raise ValueError(f"--seeds={seeds!r} must be comma-separated integers, e.g. 0,1")
+    return out
+
+
+def _need_root(setting: str, data_root: Path | None) -> Path:
+    if data_root is None:
+        raise ValueError(f"--setting {setting} reads CIFAR-10: pass --data-root (or set "
+                         "SPIKEFED_DATA) to the folder holding cifar10/")
+    return data_root
+
+
+def _dlg_cifar(setting: str, out: Path, iterations: int | None, samples: int,
+               seeds: tuple[int, ...], data_root: Path | None) -> None:
+    """`--setting dlg-cifar`: DLG's LeNet on CIFAR-10 (see spikefed.experiments.privacy_dlg)."""
+    from spikefed.experiments.privacy_dlg import DLGCifarSetting, load_cifar_victims, run_dlg_cifar
+
+    cfg = DLGCifarSetting(iterations=iterations or 300, seeds=seeds)
+    x, y, calib, ids = load_cifar_victims(_need_root(setting, data_root), samples)
+    with progress_bar() as bar:
+        task = bar.add_task(setting, total=len(x) * len(seeds) * len(cfg.arms), info="")
+        run_dlg_cifar(x, y, calib, cfg, out, ids,
+                      progress=lambda s: bar.update(task, advance=1, info=s))
+    console.print((out / "summary.md").read_text())
+    console.print(f"wrote {out}/results.csv, summary.md, strips.png")
+
+
+def _protocol(setting: str, out: Path, iterations: int | None, samples: int,
+              seeds: tuple[int, ...], data_root: Path | None) -> None:
+    """`--setting protocol-*`: see spikefed.experiments.privacy_protocol."""
+    from spikefed.experiments.privacy_protocol import (
+        ARMS,
+        load_protocol_victims,
+        protocol_setting,
+        run_protocol_attack,
+    )
+
+    root = _need_root(setting, data_root) if setting == "protocol-cifar" else None
+    cfg = protocol_setting(setting, seeds, iterations)
+    x, y, peer_x, peer_y = load_protocol_victims(setting, samples, root)
+    total = len(seeds) * len(cfg.local_steps) * len(x) * len(ARMS) * len(cfg.attacks)
+    with progress_bar() as bar:
+        task = bar.add_task(setting, total=total, info="")
+        run_protocol_attack(x, y, peer_x, peer_y, cfg, out,
+                            progress=lambda s: bar.update(task, advance=1, info=s))
+    console.print((out / "summary.md").read_text())
+    console.print(f"wrote {out}/results.csv, summary.md")
 
 
 def register(app: typer.Typer, reproduce: typer.Typer) -> None:

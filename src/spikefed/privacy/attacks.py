@@ -64,6 +64,13 @@ class Problem:
         """The attacker's differentiable simulation of the observation for dummy ``(z, y)``."""
         return observe(self.model, self.domain.model_input(z), y, self.threat, create_graph=True)
 
+    def variables(self) -> list[Tensor]:
+        """Unknowns optimised with the input (none here; see ``privacy.protocol``)."""
+        return []
+
+    def reset_variables(self) -> None:
+        """Put the extra unknowns back at their starting values (before each restart)."""
+
 
 def l2_distance(a: Grads, b: Grads) -> Tensor:
     """Squared L2 distance summed over all tensors."""
@@ -121,10 +128,14 @@ def dlg(
     seed: int = 0,
     record_every: int = 1,
     monitor: Monitor | None = None,
+    stop_when_stalled: bool = False,
 ) -> AttackResult:
     """DLG with L-BFGS; ``labels`` fixes the labels (iDLG), otherwise soft labels are learnt.
 
     The dummies are drawn from a seeded CPU generator and moved to the model's device.
+    ``stop_when_stalled`` ends the run once an L-BFGS step leaves the loss and the dummies
+    bit for bit unchanged: its line search found no decrease from a point its history does
+    not change, so every later step would repeat the same computation.
     """
     dev = problem.device
     gen = torch.Generator().manual_seed(seed)
@@ -133,7 +144,8 @@ def dlg(
     if labels is not None:
         labels = labels.to(dev)
     y_logit = devices.normal((problem.batch, problem.num_classes), gen, dev).requires_grad_(True)
-    variables = [z, y_logit] if learn_label else [z]
+    problem.reset_variables()
+    variables = [z, y_logit, *problem.variables()] if learn_label else [z, *problem.variables()]
     opt = torch.optim.LBFGS(
         variables,
         lr=lr,
@@ -161,6 +173,7 @@ def dlg(
         return loss.detach()
 
     step = 0
+    previous: tuple[float, Tensor] | None = None
     for step in range(1, iterations + 1):
         loss = float(opt.step(closure))
         if not math.isfinite(loss) or not torch.isfinite(z).all():
@@ -174,6 +187,11 @@ def dlg(
             _record(history, step, evals, loss, z, problem, monitor)
         if loss == 0.0:
             break
+        if stop_when_stalled:
+            point = torch.cat([v.detach().flatten() for v in variables])
+            if previous is not None and loss == previous[0] and torch.equal(point, previous[1]):
+                break
+            previous = (loss, point)
     z_best, y_best = best[1], best[2]
     out_labels = y_best.argmax(-1) if learn_label else labels
     return AttackResult(
@@ -225,7 +243,9 @@ def inverting_gradients(
     for r in range(restarts):
         gen = torch.Generator().manual_seed(seed * 1000 + r)
         z = problem.domain.init(problem.batch, gen, device=dev).requires_grad_(True)
-        opt = torch.optim.Adam([z], lr=lr)
+        problem.reset_variables()
+        extra = problem.variables()
+        opt = torch.optim.Adam([z, *extra], lr=lr)
         miles = [int(iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)]
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=miles, gamma=0.1)
         history: list[dict[str, float]] = []
@@ -241,9 +261,10 @@ def inverting_gradients(
                 loss = loss + prior(z)
             _backward(loss)
             total_evals += 1
-            if z.grad is None:
-                z.grad = torch.zeros_like(z)
-            z.grad.sign_()
+            for v in (z, *extra):
+                if v.grad is None:
+                    v.grad = torch.zeros_like(v)
+                v.grad.sign_()
             opt.step()
             sched.step()
             problem.domain.project(z)
