@@ -15,6 +15,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,17 +27,13 @@ from spikefed.config import ConfigError, Strict, _format_validation_error, apply
 from spikefed.data import load_dataset
 from spikefed.data.files import DATA_ENV
 from spikefed.experiment import resolve_device
+from spikefed.models import build_model
 from spikefed.privacy import metrics as M
 from spikefed.privacy.attacks import AttackResult, Problem, dlg, idlg, inverting_gradients
-from spikefed.privacy.clients import (
-    build_twins,
-    domain_for,
-    image_raster,
-    nmnist_samples,
-    set_ann_activation,
-)
+from spikefed.privacy.clients import build_twins, domain_for, image_raster, set_ann_activation
 from spikefed.privacy.defenses import Defense, defended_observation, snfl_convert
 from spikefed.privacy.domains import InputDomain
+from spikefed.privacy.event_victims import event_victims
 from spikefed.privacy.labels import multiset_accuracy
 from spikefed.privacy.statprior import statprior_attack
 from spikefed.privacy.threat import ThreatModel, flat, observe
@@ -78,6 +75,9 @@ class DomainSection(Strict):
     relax: Literal["expected", "ste"] = "expected"
     tau: float = Field(0.5, gt=0)
     event_steps: int = Field(10, ge=1)
+    events_source: Literal["nmnist", "nmnist-bundled", "dvs-gesture", "auto"] = Field(
+        "nmnist", description="recordings of the events domain (see privacy.event_victims)"
+    )
 
 
 class DLGSection(Strict):
@@ -168,12 +168,16 @@ def load_victim_data(
     n = cfg.data.samples * cfg.threat.batch_size
     if domain == "events":
         root = cfg.data.root or os.environ.get(DATA_ENV)
-        if not root:
+        if not root and cfg.domain.events_source in ("nmnist", "dvs-gesture"):
             raise ValueError(
-                f"domain 'events' reads N-MNIST: set data.root (or ${DATA_ENV}) to the folder "
-                "holding nmnist_small/NMNISTsmall.tar.gz"
+                f"domain 'events' with events_source={cfg.domain.events_source!r} reads the data "
+                f"root: set data.root (or ${DATA_ENV}) to the folder holding nmnist_small/ or "
+                "dvs_gesture_10/, or set domain.events_source=auto (bundled N-MNIST fallback)"
             )
-        x, y = nmnist_samples(Path(root), n, cfg.data.start, cfg.domain.event_steps)
+        x, y = event_victims(
+            cfg.domain.events_source, Path(root) if root else None, n, cfg.data.start,
+            cfg.domain.event_steps,
+        )
         return x.to(device), y.to(device)
     ds = load_dataset(
         cfg.data.dataset, "test", **({"root": cfg.data.root} if cfg.data.root else {})
@@ -378,7 +382,8 @@ CSV_FIELDS = [
 def _models_for(
     domain: str, cfg: AttackConfig, sample_shape: tuple[int, ...], seed: int, device: torch.device
 ):
-    """``{kind: model}`` on ``device`` for a domain (temporal domains and spike codings: SNN only).
+    """``{kind: model}`` on ``device`` for a domain (raster and spike codings: SNN only; events:
+    the ANN sees the time bins stacked as channels, see ``InputDomain.stacked``).
 
     Weights are initialised (and pre-trained) on the CPU, so every device attacks the same model.
     """
@@ -400,8 +405,14 @@ def _models_for(
     if m.trained_rounds:
         _pretrain(ann, cfg, seed)
         snn.load_state_dict(ann.state_dict())
+    if domain == "events":
+        torch.manual_seed(seed)
+        stacked = (sample_shape[0] * sample_shape[1], *sample_shape[2:])
+        ann = build_model(m.name, spiking=False, in_shape=stacked, num_classes=10, T=m.T,
+                          norm=m.norm, **m.options)
+        set_ann_activation(ann, m.ann_activation).train()
     ann, snn = ann.to(device), snn.to(device)
-    kinds = m.kinds if domain == "image" else ["snn"]
+    kinds = m.kinds if domain in ("image", "events") else ["snn"]
     return {k: (ann if k == "ann" else snn) for k in kinds}, ann
 
 
@@ -442,6 +453,7 @@ def run_attack_benchmark(
                 for dsec in cfg.defenses:
                     defense = Defense(dsec.kind, dsec.sigma, dsec.ratio, dsec.clip)
                     victim, thresholds, model_name = model, None, kind
+                    dom = replace(domain, stacked=kind == "ann" and domain.temporal)
                     if defense.kind == "snfl":
                         if kind != "ann" or dom_kind != "image":
                             continue
@@ -456,9 +468,9 @@ def run_attack_benchmark(
                         x, y = xs[i * b : (i + 1) * b], ys[i * b : (i + 1) * b]
                         gen = torch.Generator().manual_seed(seed * 7919 + i)
                         target = defended_observation(
-                            victim, domain.client_input(x), y, threat, defense, gen
+                            victim, dom.client_input(x), y, threat, defense, gen
                         )
-                        problem = Problem(victim, target, threat, domain, 10, b)
+                        problem = Problem(victim, target, threat, dom, 10, b)
                         for attack in cfg.attacks:
                             t0 = time.perf_counter()
                             res = run_one(attack, problem, cfg, x, seed, thresholds)
@@ -506,7 +518,7 @@ def count_runs(cfg: AttackConfig) -> int:
     """Number of attack runs the benchmark will do (for progress bars)."""
     per_domain = 0
     for dom in cfg.domain.kinds:
-        kinds = cfg.model.kinds if dom == "image" else ["snn"]
+        kinds = cfg.model.kinds if dom in ("image", "events") else ["snn"]
         for d in cfg.defenses:
             n = sum(1 for k in kinds if d.kind != "snfl" or (k == "ann" and dom == "image"))
             per_domain += n

@@ -13,6 +13,8 @@ the reconstruction that gets scored:
 - ``events`` / ``raster``: ``z`` are logits of a temporal tensor ``[B, T, *shape]``
   (``[T, polarity, H, W]`` frames or ``[T, channels]`` spike rasters); the SNN sees
   ``sigmoid(z)`` (``"expected"``) or its rounding with a straight-through gradient (``"ste"``).
+  With ``stacked=True`` (an ANN on the same data) the time bins are stacked along the first
+  feature axis instead: ``[B, T * P, H, W]`` frames or ``[B, T * channels]`` rasters.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class InputDomain:
     T: int = 1
     relax: str = "expected"
     tau: float = 0.5
+    stacked: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in DOMAINS:
@@ -45,6 +48,8 @@ class InputDomain:
             raise ValueError(f"relax={self.relax!r} is unknown; choose one of {list(RELAXATIONS)}")
         if self.temporal and self.shape[0] != self.T:
             raise ValueError(f"temporal domain shape {self.shape} must start with T={self.T}")
+        if self.stacked and not self.temporal:
+            raise ValueError(f"stacked=True needs a temporal domain, not {self.kind!r}")
 
     @property
     def temporal(self) -> bool:
@@ -90,7 +95,8 @@ class InputDomain:
             return p + (torch.bernoulli(p.detach()) - p).detach()
         if self.kind == "latency":
             return self._latency(z)
-        p = torch.sigmoid(z).transpose(0, 1)  # [B, T, ...] -> [T, B, ...]
+        p = torch.sigmoid(z)
+        p = p.flatten(1, 2) if self.stacked else p.transpose(0, 1)  # [B, T*P, ..] / [T, B, ..]
         if self.relax == "expected":
             return p
         return p + ((p.detach() > 0.5).to(p.dtype) - p).detach()
@@ -106,5 +112,8 @@ class InputDomain:
         return soft + (hard - soft).detach()
 
     def client_input(self, x: Tensor) -> Tensor:
-        """The true model input for a ground-truth batch (temporal: ``[T, B, ...]``)."""
+        """The true model input for a ground-truth batch (temporal: ``[T, B, ...]``, or
+        ``[B, T * P, ...]`` when ``stacked``)."""
+        if self.stacked:
+            return x.flatten(1, 2)
         return x.transpose(0, 1) if self.temporal else x
