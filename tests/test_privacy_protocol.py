@@ -57,6 +57,31 @@ def test_lenet_dlg_is_dlgs_network() -> None:
                     activation="tanh")
 
 
+def test_lenet_dlg_traces_for_conversion() -> None:
+    from spikefed.convert.trace import trace_structure
+
+    relu = build_model("lenet-dlg", spiking=False, in_shape=(3, 32, 32), num_classes=10,
+                       norm="bn", bias=True)
+    s = trace_structure(relu)
+    assert s.acts == ["act1", "act2", "act3"]
+    assert [s.feeds[a] for a in s.acts] == [["conv1"], ["conv2"], ["conv3"]]
+    assert s.bn_pairs == [("conv1", "norm1"), ("conv2", "norm2"), ("conv3", "norm3")]
+    assert s.readout == ["classifier"] and s.shapes["act3"][-2:] == (8, 8)
+
+
+def test_cifar_victims_one_per_class(shared_data) -> None:
+    from spikefed.experiments.privacy_dlg import load_cifar_victims
+    from spikefed.experiments.privacy_protocol import load_protocol_victims
+
+    x, y, calib, ids = load_cifar_victims(shared_data, 3)
+    assert x.shape == (3, 3, 32, 32) and y.tolist() == [0, 1, 2] and ids == [0, 1000, 2000]
+    assert calib.shape == (64, 3, 32, 32) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    px, py, *_ = load_protocol_victims("protocol-cifar", 2, shared_data)
+    assert torch.equal(px, x[:2]) and py.tolist() == [0, 1]
+    with pytest.raises(ValueError, match="1..10"):
+        load_cifar_victims(shared_data, 11)
+
+
 def test_arms_share_weights_and_snfl_arm_converts() -> None:
     x, _ = _images(8)
     arms = build_arms(("ann-sigmoid", "ann-relu", "snfl"), 0, x, T=4)

@@ -47,7 +47,8 @@ def snfl_attack_command(
     out: Path | None = typer.Option(None, "--out", help="output folder (default "
                                     "runs/snfl-attack or runs/snfl-attack-dlg-cifar)"),
     iterations: int | None = typer.Option(
-        None, "--iterations", help="DLG optimiser steps (default 40; dlg-cifar: 300)"),
+        None, "--iterations", help="DLG optimiser steps (default 40; dlg-cifar: 300); "
+        "protocol-*: Inverting Gradients steps (default 300)"),
     samples: int = typer.Option(2, "--samples", help="test images attacked (dlg-cifar: one "
                                 "per class, at most 10)"),
     seeds: str = typer.Option("0,1", "--seeds", help="dlg-cifar: comma-separated seeds"),
