@@ -30,7 +30,7 @@ from spikefed.privacy.attacks import (
     l2_distance,
 )
 from spikefed.privacy.domains import InputDomain
-from spikefed.privacy.protocol import estimate_start_biases, recover_client_weights
+from spikefed.privacy.protocol import bias_keys, estimate_start_biases, recover_client_weights
 from spikefed.privacy.threat import ThreatModel, observe
 
 
@@ -196,7 +196,8 @@ def test_protocol_arms_match_the_update_and_ig_lowers_the_loss(arm: str) -> None
     problem, checks = arm_problem(arm, exp, x, y, threat)
     if arm != "fedavg":
         assert checks["weight_update_error"] < 1e-5  # the upload reveals the weight update
-        assert not any(k.endswith("bias") and "fc" in k for k in problem.target)
+        assert not set(bias_keys(exp.layout)) & set(problem.target)  # private biases
+        assert set(bias_keys(exp.layout)) == {"fc1.bias", "classifier.bias"}
     res = inverting_gradients(problem, iterations=15, lr=0.1, tv=0.0, labels=y, seed=0)
     assert res.loss < 0.9 * _ig_start_distance(problem, y)
     if arm == "snfl-joint":
@@ -265,3 +266,6 @@ def test_cli_rejects_bad_settings(tmp_path, monkeypatch) -> None:
     r = CliRunner().invoke(app, ["reproduce", "snfl-attack", "--setting", "protocol-mnist",
                                  "--seeds", "a,b"])
     assert r.exit_code == 2 and "--seeds" in r.output
+    r = CliRunner().invoke(app, ["reproduce", "snfl-attack", "--setting", "protocol-mnist",
+                                 "--device", "cuda"])
+    assert r.exit_code == 2 and "--device='cuda'" in r.output

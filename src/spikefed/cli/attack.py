@@ -45,24 +45,31 @@ def snfl_attack_command(
         "protocol-mnist (MLP, bundled MNIST) or protocol-cifar (DLG LeNet with ReLU, CIFAR-10): "
         "the server inverts the ANN weight update it recovers from SNFL uploads, vs FedAvg"),
     out: Path | None = typer.Option(None, "--out", help="output folder (default "
-                                    "runs/snfl-attack or runs/snfl-attack-dlg-cifar)"),
+                                    "runs/snfl-attack, or runs/snfl-attack-<setting>)"),
     iterations: int | None = typer.Option(
         None, "--iterations", help="DLG optimiser steps (default 40; dlg-cifar: 300); "
         "protocol-*: Inverting Gradients steps (default 300)"),
     samples: int = typer.Option(2, "--samples", help="test images attacked (dlg-cifar: one "
                                 "per class, at most 10)"),
-    seeds: str = typer.Option("0,1", "--seeds", help="dlg-cifar: comma-separated seeds"),
+    seeds: str = typer.Option("0,1", "--seeds", help="dlg-cifar, protocol-*: comma-separated "
+                              "seeds"),
     data_root: Path | None = typer.Option(None, "--data-root", envvar="SPIKEFED_DATA",
-                                          help="dlg-cifar: folder holding cifar10/"),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto (lenet5-mnist)"),
+                                          help="dlg-cifar, protocol-cifar: folder holding "
+                                          "cifar10/"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto (lenet5-mnist only; "
+                               "the other settings run on the CPU)"),
 ) -> None:
-    """SNFL paper: DLG on LeNet, batch 1 - iterations to recover the image, FedAvg vs SNFL."""
+    """SNFL paper: DLG on LeNet, batch 1 - iterations to recover the image, FedAvg vs SNFL;
+    and the attack the SNFL protocol exposes (protocol-*)."""
     with user_errors():
         if setting not in SETTINGS:
             raise ValueError(f"--setting={setting!r} is unknown; choose one of {list(SETTINGS)}")
         if (iterations is not None and iterations < 1) or samples < 1:
             raise ValueError(f"--iterations={iterations} and --samples={samples} must be >= 1")
         if setting != "lenet5-mnist":
+            if device != "cpu":
+                raise ValueError(f"--device={device!r} applies to --setting lenet5-mnist only; "
+                                 f"--setting {setting} runs on the CPU: drop --device")
             seed_list = _seeds(seeds)
             run = _dlg_cifar if setting == "dlg-cifar" else _protocol
             run(setting, out or Path(f"runs/snfl-attack-{setting}"), iterations, samples,
