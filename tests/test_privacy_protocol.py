@@ -16,6 +16,7 @@ from spikefed.experiments.privacy_protocol import (
     ARMS,
     ProtocolSetting,
     arm_problem,
+    protocol_setting,
     run_protocol_attack,
     snfl_exposure,
 )
@@ -254,6 +255,10 @@ def test_run_protocol_attack_writes_rows(tmp_path) -> None:
     assert "snfl-joint" in (tmp_path / "summary.md").read_text()
     with pytest.raises(ValueError, match="attacks"):
         ProtocolSetting(attacks=("nope",))
+    assert protocol_setting("protocol-cifar", (0,), 7).ig_iterations == 7
+    assert protocol_setting("protocol-cifar-mlp", (0,)).local_steps == (1, 5)
+    with pytest.raises(ValueError, match="protocol-cifar-mlp"):
+        protocol_setting("protocol-x", (0,))
 
 
 def test_cli_rejects_bad_settings(tmp_path, monkeypatch) -> None:

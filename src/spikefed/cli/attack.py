@@ -42,7 +42,8 @@ def snfl_attack_command(
         "lenet5-mnist", "--setting",
         help="lenet5-mnist (max-pooled LeNet-5 on bundled MNIST), dlg-cifar (DLG's own "
         "LeNet on CIFAR-10 from --data-root; arms ann-sigmoid, ann-relu, snfl), "
-        "protocol-mnist (MLP, bundled MNIST) or protocol-cifar (DLG LeNet with ReLU, CIFAR-10): "
+        "protocol-mnist (MLP, bundled MNIST), protocol-cifar (DLG LeNet with ReLU, CIFAR-10) "
+        "or protocol-cifar-mlp (MLP, CIFAR-10): "
         "the server inverts the ANN weight update it recovers from SNFL uploads, vs FedAvg"),
     out: Path | None = typer.Option(None, "--out", help="output folder (default "
                                     "runs/snfl-attack, or runs/snfl-attack-<setting>)"),
@@ -54,7 +55,7 @@ def snfl_attack_command(
     seeds: str = typer.Option("0,1", "--seeds", help="dlg-cifar, protocol-*: comma-separated "
                               "seeds"),
     data_root: Path | None = typer.Option(None, "--data-root", envvar="SPIKEFED_DATA",
-                                          help="dlg-cifar, protocol-cifar: folder holding "
+                                          help="dlg-cifar, protocol-cifar*: folder holding "
                                           "cifar10/"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto (lenet5-mnist only; "
                                "the other settings run on the CPU)"),
@@ -91,7 +92,8 @@ def snfl_attack_command(
     console.print((out / "summary.md").read_text())
 
 
-SETTINGS = ("lenet5-mnist", "dlg-cifar", "protocol-mnist", "protocol-cifar")
+SETTINGS = ("lenet5-mnist", "dlg-cifar", "protocol-mnist", "protocol-cifar",
+            "protocol-cifar-mlp")
 
 
 def _seeds(seeds: str) -> tuple[int, ...]:
@@ -136,7 +138,7 @@ def _protocol(setting: str, out: Path, iterations: int | None, samples: int,
         run_protocol_attack,
     )
 
-    root = _need_root(setting, data_root) if setting == "protocol-cifar" else None
+    root = _need_root(setting, data_root) if setting != "protocol-mnist" else None
     cfg = protocol_setting(setting, seeds, iterations)
     x, y, peer_x, peer_y = load_protocol_victims(setting, samples, root)
     total = len(seeds) * len(cfg.local_steps) * len(x) * len(ARMS) * len(cfg.attacks)

@@ -245,18 +245,20 @@ def summary_markdown(rows: list[dict[str, Any]], setting: ProtocolSetting, image
 
 def protocol_setting(name: str, seeds: tuple[int, ...], iterations: int | None = None
                      ) -> ProtocolSetting:
-    """The two shipped settings: ``protocol-mnist`` (MLP 64, the bundled MNIST sample) and
-    ``protocol-cifar`` (``lenet-dlg`` with ReLU and PyTorch's init, CIFAR-10, IG only).
+    """The shipped settings: ``protocol-mnist`` (MLP 64, the bundled MNIST sample),
+    ``protocol-cifar`` (``lenet-dlg`` with ReLU and PyTorch's init, CIFAR-10, IG only, one
+    local step) and ``protocol-cifar-mlp`` (MLP 64 on CIFAR-10).
 
     ``iterations`` overrides the IG budget.
     """
-    if name == "protocol-mnist":
+    if name in ("protocol-mnist", "protocol-cifar-mlp"):
         cfg = ProtocolSetting(model="mlp", options={"hidden": [64]}, seeds=seeds)
     elif name == "protocol-cifar":
         cfg = ProtocolSetting(model="lenet-dlg", options={"init": "torch"}, local_steps=(1,),
                               attacks=("ig",), seeds=seeds)
     else:
-        raise ValueError(f"setting={name!r} is unknown; choose protocol-mnist or protocol-cifar")
+        raise ValueError(f"setting={name!r} is unknown; choose protocol-mnist, protocol-cifar "
+                         "or protocol-cifar-mlp")
     if iterations is not None:
         cfg.ig_iterations = iterations
     return cfg
