@@ -24,6 +24,7 @@ from spikefed.privacy.defenses import (
     snfl_convert,
 )
 from spikefed.privacy.domains import DOMAINS, InputDomain
+from spikefed.privacy.event_victims import EVENT_SOURCES, event_victims
 from spikefed.privacy.labels import idlg_label, multiset_accuracy, restore_batch_labels
 from spikefed.privacy.metrics import (
     iterations_to_leak,
@@ -36,16 +37,26 @@ from spikefed.privacy.metrics import (
     ssim,
     temporal_consistency,
 )
+from spikefed.privacy.protocol import (
+    BIAS_ESTIMATES,
+    ProtocolProblem,
+    estimate_start_biases,
+    recover_client_weights,
+    weight_update,
+)
 from spikefed.privacy.statprior import make_prior, statprior_attack
 from spikefed.privacy.threat import ThreatModel, observe
 
 __all__ = [
+    "BIAS_ESTIMATES",
     "DEFENSES",
     "DOMAINS",
+    "EVENT_SOURCES",
     "AttackResult",
     "Defense",
     "InputDomain",
     "Problem",
+    "ProtocolProblem",
     "ThreatModel",
     "add_noise",
     "clip_per_sample",
@@ -54,6 +65,8 @@ __all__ = [
     "dlg",
     "dp_gradient",
     "epsilon",
+    "estimate_start_biases",
+    "event_victims",
     "idlg",
     "idlg_label",
     "infer_labels",
@@ -71,6 +84,7 @@ __all__ = [
     "prune",
     "psnr",
     "rdp_sampled_gaussian",
+    "recover_client_weights",
     "restore_batch_labels",
     "snfl_convert",
     "spike_f1",
@@ -78,4 +92,5 @@ __all__ = [
     "statprior_attack",
     "temporal_consistency",
     "total_variation",
+    "weight_update",
 ]
