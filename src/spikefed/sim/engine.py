@@ -18,6 +18,7 @@ import torch
 from spikefed.config import ExperimentConfig, dump_config
 from spikefed.experiment import Federation, build_federation
 from spikefed.fl.base import Tensors, Upload, payload_bytes
+from spikefed.report.html import write_report
 from spikefed.report.metrics import MetricsLog
 from spikefed.report.plots import plot_curves
 from spikefed.sim.checkpoint import load_checkpoint, save_checkpoint
@@ -209,6 +210,10 @@ class Simulation:
             if accs:
                 rec.update(client_acc_mean=float(np.mean(accs)), client_acc_std=float(np.std(accs)),
                            client_loss_mean=float(np.mean(losses)))
+                rec["clients"] = [
+                    {"client": u.client_id, "num_samples": u.num_samples, "acc": res.accuracy,
+                     "loss": res.loss, "train_loss": u.metrics.get("train_loss")}
+                    for u, res in zip(uploads, results, strict=True) if res is not None]
         return rec
 
     # ----- whole run ----------------------------------------------------------------------
@@ -230,12 +235,13 @@ class Simulation:
         return self.finish()
 
     def finish(self) -> dict[str, Any]:
-        """Write summary.json and curves.png from the metrics so far."""
+        """Write summary.json, curves.png and report.html from the metrics so far."""
         records = self.metrics.records()
         summary = summarize(records)
         summary["run_dir"] = str(self.out)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         plot_curves(records, self.out / "curves.png", title=self.cfg.name)
+        write_report(self.out)
         return summary
 
 
