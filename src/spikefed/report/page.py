@@ -175,7 +175,7 @@ def markdown_html(text: str) -> str:
 
 
 def csv_html(path: Path) -> str:
-    """A CSV file as a sortable table (first ``MAX_CSV_ROWS`` rows)."""
+    """A CSV file as a sortable table (first ``MAX_CSV_ROWS`` rows; cells as written)."""
     with path.open(newline="") as fh:
         rows = list(csv.reader(fh))
     if not rows:
@@ -185,17 +185,7 @@ def csv_html(path: Path) -> str:
     if len(body) > MAX_CSV_ROWS:
         note = f"<p>showing the first {MAX_CSV_ROWS} of {len(body)} rows</p>"
         body = body[:MAX_CSV_ROWS]
-    return table(headers, [[_number(c) for c in row] for row in body], sortable=True) + note
-
-
-def _number(text: str) -> Any:
-    try:
-        return int(text)
-    except ValueError:
-        try:
-            return float(text)
-        except ValueError:
-            return text
+    return table(headers, body, sortable=True) + note
 
 
 SKIP_FILES = {"metrics.jsonl", "summary.json", "config.yaml", "report.html", "compare.html",
