@@ -9,12 +9,11 @@ import json
 import os
 
 import pytest
+from cdp import Page, chromium_path  # tests/cdp.py (tests/ is on sys.path)
 
 from spikefed.config import load_config
 from spikefed.report.compare import write_comparison
 from spikefed.sim import Simulation
-
-from cdp import Page, chromium_path  # noqa: I001  (tests/ is on sys.path)
 
 TINY = ["train.rounds=2", "data.num_clients=3", "model.T=2", "data.test_subset=100",
         "train.batch_size=64"]
