@@ -16,6 +16,8 @@ install: $(BIN)/python
 
 dev: $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev,flower]" "$(TORCH)"
+	# peers for the bring-your-own-model tests; --no-deps so they cannot replace torch
+	$(BIN)/pip install -q --no-deps snntorch spikingjelly
 
 demo: install
 	$(BIN)/spikefed run

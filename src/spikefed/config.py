@@ -102,6 +102,20 @@ class TrainConfig(Strict):
         return data
 
 
+class MlflowConfig(Strict):
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default: a file store in <run dir>/mlruns")
+    experiment: str = Field("spikefed", min_length=1, description="MLflow experiment name")
+
+
+class ReportConfig(Strict):
+    tensorboard: bool = Field(False, description="write TensorBoard event files to "
+                              "<run dir>/tensorboard (needs the `tensorboard` package)")
+    mlflow: MlflowConfig | None = Field(
+        None, description="log params, per-round metrics and artifacts to MLflow "
+        "(needs the `mlflow` extra: pip install 'spikefed[mlflow]')")
+
+
 class ExperimentConfig(Strict):
     """A whole experiment: data, model, algorithm, training and the energy model."""
 
@@ -113,6 +127,7 @@ class ExperimentConfig(Strict):
     algorithm: AlgorithmConfig = AlgorithmConfig()
     train: TrainConfig = TrainConfig()
     energy: EnergyModel = EnergyModel()
+    report: ReportConfig = ReportConfig()
 
 
 class ConfigError(ValueError):

@@ -18,9 +18,9 @@ import torch
 from spikefed.config import ExperimentConfig, dump_config
 from spikefed.experiment import Federation, build_federation
 from spikefed.fl.base import Tensors, Upload, payload_bytes
-from spikefed.report.html import write_report
 from spikefed.report.metrics import MetricsLog
 from spikefed.report.plots import plot_curves
+from spikefed.report.sinks import publish_run, require_sinks
 from spikefed.sim.checkpoint import load_checkpoint, save_checkpoint
 from spikefed.sim.evaluate import evaluate
 from spikefed.sim.validation import Rejection, UploadValidator, require_quorum
@@ -63,6 +63,7 @@ class Simulation:
         self.out = Path(out_dir)
         self.fed = federation or build_federation(cfg)
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
+        require_sinks(cfg.report)
         with torch.random.fork_rng(devices=[]):  # building a model must not move the RNG
             reference = self.fed.model_fn()
         self.validator = UploadValidator.for_model(self.fed.algorithm, reference,
@@ -235,13 +236,13 @@ class Simulation:
         return self.finish()
 
     def finish(self) -> dict[str, Any]:
-        """Write summary.json, curves.png and report.html from the metrics so far."""
+        """Write summary.json, curves.png, report.html (and sinks) from the metrics so far."""
         records = self.metrics.records()
         summary = summarize(records)
         summary["run_dir"] = str(self.out)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         plot_curves(records, self.out / "curves.png", title=self.cfg.name)
-        write_report(self.out)
+        publish_run(self.out, self.cfg)
         return summary
 
 
