@@ -16,8 +16,9 @@ install: $(BIN)/python
 
 dev: $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev,flower]" "$(TORCH)"
-	# peers for the bring-your-own-model tests; --no-deps so they cannot replace torch
-	$(BIN)/pip install -q --no-deps snntorch spikingjelly
+	# peers for the bring-your-own-model and interop tests (tqdm: SpikingJelly's converter);
+	# --no-deps so they cannot replace torch
+	$(BIN)/pip install -q --no-deps snntorch spikingjelly tqdm
 
 demo: install
 	$(BIN)/spikefed run
