@@ -50,6 +50,10 @@ class NeuronConfig(Strict):
     alpha: float = Field(2.0, gt=0)
     learn_beta: bool = False
     learn_threshold: bool = False
+    reset_convention: Literal["spikefed", "snntorch"] = Field(
+        "spikefed", description="spike/reset timing: spikefed (fire at v >= threshold, reset "
+        "in the same step) or snntorch (fire at v > threshold, reset at the next step, as "
+        "snnTorch's Leaky) for weights trained with snnTorch; see docs/snn.md")
 
 
 class ModelConfig(Strict):
