@@ -15,6 +15,7 @@ from spikefed.config import dump_config
 from spikefed.experiment import Federation, build_federation
 from spikefed.flower.appconfig import experiment_config
 from spikefed.flower.strategy import SpikefedStrategy
+from spikefed.report.sinks import publish_run
 from spikefed.sim.checkpoint import atomic_write_bytes
 from spikefed.sim.engine import summarize
 
@@ -44,6 +45,7 @@ def run_federation(grid: Grid, federation: Federation, out_dir: str | Path | Non
         buffer = io.BytesIO()
         torch.save(strategy.server_model(), buffer)
         atomic_write_bytes(out / SERVER_MODEL_FILE, buffer.getvalue())
+        publish_run(out, federation.cfg)  # report.html and the configured metric sinks
     return strategy
 
 
