@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
+
 from spikefed.report.svg import figure_svg, new_figure
 
 Records = Sequence[dict[str, Any]]
@@ -75,28 +78,41 @@ def bytes_figure(records: Records) -> str | None:
     twin = ax.twinx()
     twin.plot(rounds, cum, color="C3", marker=".", label="cumulative (right axis)")
     twin.set_ylabel("cumulative MB")
-    fig.legend(loc="upper left", bbox_to_anchor=(0.12, 0.88), fontsize="small")
     ax.set(xlabel="round", ylabel="MB per round", title="Communication")
+    _legend_below(fig, ax, twin)
     return figure_svg(fig)
 
 
+def _legend_below(fig, *axes) -> None:
+    handles, labels = [], []
+    for ax in axes:
+        h, lab = ax.get_legend_handles_labels()
+        handles += h
+        labels += lab
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3,
+               fontsize="small", frameon=False)
+
+
 def energy_figure(records: Records) -> str | None:
-    """Inference energy per sample of the server model and its spikes per sample."""
+    """Inference energy per test sample of the server model, and its spikes per sample."""
     xs, energy = series(records, "energy_per_sample_pj")
     if not xs:
         return None
-    fig, ax = new_figure()
-    ax.plot(xs, [e / 1e6 for e in energy], marker="o", ms=3, color="C2",
-            label="energy per sample (µJ)")
-    ax.set_ylabel("µJ per test sample")
-    ax.ticklabel_format(axis="y", useOffset=False)
     xs_sp, spikes = series(records, "spikes_per_sample")
-    if xs_sp and any(spikes):
-        twin = ax.twinx()
-        twin.plot(xs_sp, spikes, marker="s", ms=3, color="C4", label="spikes per sample")
-        twin.set_ylabel("spikes per test sample")
-        fig.legend(loc="upper left", bbox_to_anchor=(0.12, 0.88), fontsize="small")
-    ax.set(xlabel="round", title="Server-model inference energy and spikes")
+    panels = 2 if xs_sp and any(spikes) else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.4, 3.4), squeeze=False)
+    ax = axes[0][0]
+    ax.plot(xs, [e / 1e6 for e in energy], marker="o", ms=3, color="C2")
+    ax.ticklabel_format(axis="y", useOffset=False)
+    ax.set(xlabel="round", ylabel="µJ per test sample", title="Inference energy")
+    if panels == 2:
+        ax2 = axes[0][1]
+        ax2.plot(xs_sp, spikes, marker="s", ms=3, color="C4")
+        ax2.set(xlabel="round", ylabel="spikes per test sample", title="Spikes")
+    for a in axes[0]:
+        a.grid(alpha=0.3)
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.tight_layout()
     return figure_svg(fig)
 
 
@@ -113,7 +129,9 @@ def participation_figure(records: Records) -> str | None:
     ax.bar(rounds, rejected, bottom=uploads, label="rejected uploads", color="C3")
     ax.bar(rounds, stragglers, bottom=[u + j for u, j in zip(uploads, rejected, strict=True)],
            label="stragglers (dropped)", color="C7")
-    return _finish(fig, ax, "round", "clients", "Participation")
+    ax.set(xlabel="round", ylabel="clients", title="Participation")
+    _legend_below(fig, ax)
+    return figure_svg(fig)
 
 
 def wall_figure(records: Records) -> str | None:
