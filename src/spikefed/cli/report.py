@@ -9,6 +9,13 @@ import typer
 from spikefed.cli.common import console, user_errors
 
 
+def write_results_page(out: Path) -> str:
+    """Write ``out/report.html`` for a results folder; the line telling the user where."""
+    from spikefed.report.html import write_report
+
+    return f"report: {write_report(out)}"
+
+
 def report_command(
     run_dir: Path = typer.Argument(..., help="a run directory (also a stopped or crashed run), "
                                    "or a reproduction/attack output folder"),

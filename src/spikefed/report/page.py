@@ -29,7 +29,7 @@ figcaption{font-size:.85rem;color:#57606a}
 pre{background:#f6f8fa;padding:.6rem;overflow:auto;font-size:.8rem;max-height:30rem}
 .warn{background:#fff8c5;border:1px solid #d4a72c;padding:.4rem .7rem}
 .answer{background:#ddf4ff;border:1px solid #54aeff;padding:.5rem .8rem}
-code{background:#f6f8fa;padding:0 .2rem}
+code{background:#f6f8fa;padding:0 .2rem}.scroll{overflow-x:auto;max-width:100%}
 """
 
 # Click a header of a table.sortable to sort by that column (numbers numerically).
@@ -159,7 +159,7 @@ def markdown_html(text: str) -> str:
             while i < len(lines) and lines[i].lstrip().startswith("|"):
                 rows.append(_split_row(lines[i]))
                 i += 1
-            out.append(table(headers, rows, sortable=True))
+            out.append(f'<div class="scroll">{table(headers, rows, sortable=True)}</div>')
             continue
         elif line.lstrip().startswith(("- ", "* ")):
             items = []
@@ -185,7 +185,7 @@ def csv_html(path: Path) -> str:
     if len(body) > MAX_CSV_ROWS:
         note = f"<p>showing the first {MAX_CSV_ROWS} of {len(body)} rows</p>"
         body = body[:MAX_CSV_ROWS]
-    return table(headers, body, sortable=True) + note
+    return f'<div class="scroll">{table(headers, body, sortable=True)}</div>{note}'
 
 
 SKIP_FILES = {"metrics.jsonl", "summary.json", "config.yaml", "report.html", "compare.html",
@@ -203,18 +203,17 @@ def artifact_sections(root: Path, max_depth: int = 3) -> str:
     for folder in folders:
         files = sorted(f for f in folder.iterdir() if f.is_file() and f.name not in SKIP_FILES
                        and not f.name.startswith("."))
-        parts, figs = [], []
+        texts, figs, csvs = [], [], []  # shown in this order: summaries, figures, raw tables
         for f in files:
             rel = f.relative_to(root).as_posix()
             suffix = f.suffix.lower()
             if suffix == ".md":
-                parts.append(f"<h4>{esc(rel)}</h4>{markdown_html(f.read_text(errors='replace'))}")
+                texts.append(f"<h4>{esc(rel)}</h4>{markdown_html(f.read_text(errors='replace'))}")
             elif suffix == ".csv":
-                parts.append(f"<h4>{esc(rel)}</h4>{csv_html(f)}")
+                csvs.append(f"<h4>{esc(rel)}</h4>{csv_html(f)}")
             elif suffix in (".png", ".svg") and f.stat().st_size <= MAX_IMAGE_BYTES:
                 figs.append(figure(image(f, rel), rel, rel))
-        if figs:
-            parts.append(f'<div class="figs">{"".join(figs)}</div>')
+        parts = texts + ([f'<div class="figs">{"".join(figs)}</div>'] if figs else []) + csvs
         if parts:
             title = folder.relative_to(root).as_posix() if folder != root else root.name
             sections.append(f"<h3>{esc(title)}</h3>" + "".join(parts))
