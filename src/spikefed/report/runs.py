@@ -107,6 +107,8 @@ def find_run_dirs(patterns: list[str | Path]) -> list[Path]:
                 candidates = [match]
             elif match.is_dir():
                 candidates = sorted(p.parent for p in match.rglob(METRICS_FILE))
+            elif glob.has_magic(text):  # a glob may also match files beside the runs
+                candidates = []
             else:
                 raise FileNotFoundError(f"{match} is not a directory")
             for c in candidates:
