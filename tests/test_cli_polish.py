@@ -39,5 +39,9 @@ def test_eta_counts_down_from_the_mean_round_time() -> None:
     assert column.render(task).plain == "ETA 0:01:20"
     now[0] = 25.0
     assert column.render(task).plain == "ETA 0:01:15"
+    resumed = bar.add_task("resumed", total=10, info="", base=6)  # rounds 1-6 done earlier
+    now[0] = 30.0
+    bar.update(resumed, completed=7, at=now[0])  # 5 s for the one round of this process
+    assert column.render(bar.tasks[resumed]).plain == "ETA 0:00:15"
     unknown = bar.add_task("clients", total=None, info="")
     assert column.render(bar.tasks[unknown]).plain == ""

@@ -39,15 +39,17 @@ def user_errors() -> Iterator[None]:
 
 class EtaColumn(ProgressColumn):
     """``ETA h:mm:ss`` from the mean time per completed step, counted down between updates;
-    blank without a total. Pass ``at=progress.get_time()`` with each update for the count-down.
+    blank without a total. Pass ``at=progress.get_time()`` with each update for the count-down
+    and ``base=`` the steps already done before this process started (a resumed run).
     """
 
     def render(self, task: Task) -> Text:
-        if (task.total is None or task.finished or not task.completed or not task.elapsed
+        done = task.completed - task.fields.get("base", 0)
+        if (task.total is None or task.finished or done <= 0 or not task.elapsed
                 or task.start_time is None):
             return Text("")
         at = task.fields.get("at", task.start_time + task.elapsed)
-        per_step = (at - task.start_time) / task.completed
+        per_step = (at - task.start_time) / done
         since = task.start_time + task.elapsed - at
         left = max(0.0, per_step * (task.total - task.completed) - since)
         return Text(f"ETA {dt.timedelta(seconds=round(left))}", style="progress.remaining")

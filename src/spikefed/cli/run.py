@@ -57,6 +57,7 @@ def run_command(
         with progress_bar(eta=True) as bar:
             rounds = bar.add_task("rounds", total=total, info="")
             clients = bar.add_task("clients", total=None, info="")
+            before: list[int] = []
 
             def on_event(kind: str, rec: dict[str, Any]) -> None:
                 if kind == "client":
@@ -64,7 +65,10 @@ def run_command(
                 else:
                     acc = rec.get("server_acc")
                     info = f"acc {acc:.3f}" if acc is not None else ""
-                    bar.update(rounds, completed=rec["round"], info=info, at=bar.get_time())
+                    if not before:  # rounds done before this process (a resumed run)
+                        before.append(rec["round"] - 1)
+                    bar.update(rounds, completed=rec["round"], info=info, at=bar.get_time(),
+                               base=before[0])
                     bar.reset(clients, total=None, info="")
 
             bar.update(rounds, completed=0)
