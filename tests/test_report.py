@@ -100,6 +100,17 @@ def test_report_of_a_results_folder_renders_tables_and_figures(tmp_path) -> None
     assert "<td>dlg</td>" in text and "data:image/png;base64," in text
 
 
+def test_broken_config_is_a_clean_error_and_torn_summary_is_recomputed(tmp_path) -> None:
+    run = tmp_path / "r"
+    _write_run(run, _records([0.4, 0.6]))
+    (run / "summary.json").write_text('{"rounds": 2, "final_ser')
+    assert runner.invoke(app, ["report", str(run)]).exit_code == 0
+    assert 'data-summary="final_server_acc">0.6000<' in (run / "report.html").read_text()
+    (run / "config.yaml").write_text("train: [unclosed")
+    res = runner.invoke(app, ["report", str(run)])
+    assert res.exit_code == 2 and "config.yaml is not valid YAML" in _out(res)
+
+
 def test_report_cli_errors_are_clean(tmp_path) -> None:
     res = runner.invoke(app, ["report", str(tmp_path / "nope")])
     assert res.exit_code == 2 and "not a directory" in _out(res)

@@ -72,14 +72,21 @@ def load_run(path: str | Path) -> RunData:
     run = RunData(path)
     cfg_file = path / "config.yaml"
     if cfg_file.is_file():
-        loaded = yaml.safe_load(cfg_file.read_text())
+        try:
+            loaded = yaml.safe_load(cfg_file.read_text())
+        except yaml.YAMLError as err:
+            raise ValueError(f"{cfg_file} is not valid YAML ({err}); restore the run's "
+                             "config.yaml or delete it to report without the config") from None
         run.config = loaded if isinstance(loaded, dict) else {}
     metrics = path / METRICS_FILE
     if metrics.is_file():
         run.records = _read_metrics_lenient(metrics)
     summary_file = path / "summary.json"
     if summary_file.is_file():
-        run.summary = json.loads(summary_file.read_text())
+        try:
+            run.summary = json.loads(summary_file.read_text())
+        except json.JSONDecodeError:  # torn by a crash: recomputed from the metrics below
+            run.summary = {}
         run.summary_from_file = True
         last = run.records[-1]["round"] if run.records else 0
         if run.summary.get("rounds") != last:  # a resumed run that stopped again: stale summary
