@@ -134,7 +134,8 @@ def test_compare_finds_runs_and_explains_the_best(tmp_path) -> None:
     assert "train.lr=0.1 (runner-up 0.05)" in md and "model.T=8 (runner-up 4)" in md
     # target 0.6 = lowest final accuracy; c reaches it first (round 1, 1 MB)
     assert "Cheapest to reach 0.6000" in md and ": c at round 1 after 1.0 MB" in md
-    assert "| b | stopped after 2 of 2 rounds | 0.8000 |" in md
+    assert "| b | all 2 rounds recorded, no summary.json | 0.8000 |" in md
+    assert "Not finished, compare with care: a (all 2 rounds recorded, no summary.json)" in md
     html = (tmp_path / "cmp" / "compare.html").read_text()
     _assert_self_contained(html)
     assert html.count("<svg") == 3 and '<tr class="best"><td>b</td>' in html

@@ -173,6 +173,10 @@ def verdict(runs: Sequence[RunData], labels: Sequence[str], rows: list[list[Any]
         fastest = min(reached, key=lambda t: (t[2], t[1], -t[3]))
         text += (f" Cheapest to reach {fmt(target)} (the lowest final accuracy of all runs): "
                  f"{fastest[0]} at round {fastest[1]} after {fmt(fastest[2], 1)} MB.")
+    unfinished = [f"{label} ({run.status})" for run, label in zip(runs, labels, strict=True)
+                  if run.status != "complete"]
+    if unfinished:
+        text += " Not finished, compare with care: " + ", ".join(unfinished) + "."
     return text
 
 

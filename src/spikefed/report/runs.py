@@ -43,8 +43,9 @@ class RunData:
         planned = self.planned_rounds
         if planned is None:
             return f"{done} round(s) recorded"
-        if done >= planned and self.summary_from_file:
-            return "complete"
+        if done >= planned:
+            return "complete" if self.summary_from_file else (
+                f"all {planned} rounds recorded, no summary.json")
         return f"stopped after {done} of {planned} rounds"
 
 
