@@ -16,6 +16,10 @@ install: $(BIN)/python
 
 dev: $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev,flower]" "$(TORCH)"
+	# peers for the bring-your-own-model and interop tests (tqdm, loguru: imported by
+	# SpikingJelly; requests comes with flwr);
+	# --no-deps so they cannot replace torch
+	$(BIN)/pip install -q --no-deps snntorch spikingjelly tqdm loguru
 
 demo: install
 	$(BIN)/spikefed run

@@ -38,3 +38,18 @@ def test_datasets_command_without_root() -> None:
     result = CliRunner().invoke(app, ["datasets"], env={"SPIKEFED_DATA": "", "COLUMNS": "400"})
     assert result.exit_code == 0, result.output
     assert "no data root" in result.output and "--data-root" in result.output
+
+
+def test_datasets_command_fits_80_columns(tmp_path: Path) -> None:
+    """In an 80-column terminal no line is wider and no table cell wraps."""
+    (tmp_path / "nmnist_small").mkdir()
+    (tmp_path / "nmnist_small" / "NMNISTsmall.tar.gz").write_bytes(b"")
+    result = CliRunner().invoke(app, ["datasets", "--data-root", str(tmp_path)],
+                                env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    rows = [line.split("│")[1].strip() for line in lines if line.startswith("│")]
+    assert rows == [*DATASETS, "nmnist-small", "dvs-gesture", "mnist-dvs"]  # one line each
+    assert any("nmnist-small" in line and "found (1)" in line for line in lines)
+    assert "train-images-idx3-ubyte(.gz)," in result.output  # file names are never broken

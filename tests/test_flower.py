@@ -78,6 +78,7 @@ def test_fedavg_parity_with_in_process_engine(tmp_path) -> None:
     flw = read_metrics(tmp_path / "flower" / "metrics.jsonl")
     for key in ("participants", "uploads", "bytes_up", "bytes_down", "server_acc"):
         assert [r[key] for r in sim] == [r[key] for r in flw], key
+    assert "data-summary=\"final_server_acc\"" in (tmp_path / "flower" / "report.html").read_text()
     assert (tmp_path / "flower" / "server_model.pt").is_file()
 
 

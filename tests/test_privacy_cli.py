@@ -41,6 +41,9 @@ def test_attack_command_writes_outputs(tmp_path) -> None:
     assert all(r["psnr"] != "" and int(r["grad_evals"]) >= int(r["steps"]) for r in rows)
     for name in ("summary.md", "reconstructions.png", "psnr_curves.png", "config.yaml"):
         assert (out / name).stat().st_size > 0
+    page = (out / "report.html").read_text()  # the results as one self-contained page
+    assert "reconstructions.png" in page and "data:image/png;base64," in page
+    assert "<td>dlg</td>" in page
     table = [ln for ln in (out / "summary.md").read_text().splitlines() if ln.startswith("| ")]
     assert "| PSNR dB (ann) | PSNR dB (snn) | SSIM (ann) | SSIM (snn) |" in table[0]
     assert [ln.split(" | ")[2] for ln in table[1:]] == ["dlg", "idlg", "ig"]  # one row each

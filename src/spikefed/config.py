@@ -50,6 +50,10 @@ class NeuronConfig(Strict):
     alpha: float = Field(2.0, gt=0)
     learn_beta: bool = False
     learn_threshold: bool = False
+    reset_convention: Literal["spikefed", "snntorch"] = Field(
+        "spikefed", description="spike/reset timing: spikefed (fire at v >= threshold, reset "
+        "in the same step) or snntorch (fire at v > threshold, reset at the next step, as "
+        "snnTorch's Leaky) for weights trained with snnTorch; see docs/snn.md")
 
 
 class ModelConfig(Strict):
@@ -102,6 +106,20 @@ class TrainConfig(Strict):
         return data
 
 
+class MlflowConfig(Strict):
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default: a file store in <run dir>/mlruns")
+    experiment: str = Field("spikefed", min_length=1, description="MLflow experiment name")
+
+
+class ReportConfig(Strict):
+    tensorboard: bool = Field(False, description="write TensorBoard event files to "
+                              "<run dir>/tensorboard (needs the `tensorboard` package)")
+    mlflow: MlflowConfig | None = Field(
+        None, description="log params, per-round metrics and artifacts to MLflow "
+        "(needs the `mlflow` extra: pip install 'spikefed[mlflow]')")
+
+
 class ExperimentConfig(Strict):
     """A whole experiment: data, model, algorithm, training and the energy model."""
 
@@ -113,6 +131,7 @@ class ExperimentConfig(Strict):
     algorithm: AlgorithmConfig = AlgorithmConfig()
     train: TrainConfig = TrainConfig()
     energy: EnergyModel = EnergyModel()
+    report: ReportConfig = ReportConfig()
 
 
 class ConfigError(ValueError):

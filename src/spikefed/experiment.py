@@ -57,10 +57,19 @@ class Federation:
                             device=self.device, seed=self.cfg.seed, round=round_idx)
 
 
-def model_factory(cfg: ExperimentConfig, in_shape: tuple[int, ...], num_classes: int
-                  ) -> Callable[[], nn.Module]:
-    """A zero-argument builder of the configured model."""
+def model_factory(cfg: ExperimentConfig, in_shape: tuple[int, ...], num_classes: int,
+                  factory: Callable[..., nn.Module] | None = None) -> Callable[[], nn.Module]:
+    """A zero-argument builder of the configured model.
+
+    ``factory`` (or ``model.name: "package.module:factory"``) brings your own network; it is
+    wrapped by :class:`spikefed.models.foreign.ForeignModel` (snnTorch/SpikingJelly aware).
+    """
     m = cfg.model
+    if factory is not None or ":" in m.name:
+        from spikefed.models.foreign import foreign_model_fn, load_factory
+
+        return foreign_model_fn(factory or load_factory(m.name), in_shape, num_classes, T=m.T,
+                                encoder=m.encoder, kwargs=m.kwargs)
 
     def build() -> nn.Module:
         return build_model(m.name, spiking=m.spiking, in_shape=in_shape, num_classes=num_classes,
@@ -70,8 +79,10 @@ def model_factory(cfg: ExperimentConfig, in_shape: tuple[int, ...], num_classes:
     return build
 
 
-def build_federation(cfg: ExperimentConfig) -> Federation:
-    """Load data, split it across clients and build the model factory and algorithm."""
+def build_federation(cfg: ExperimentConfig,
+                     model: Callable[..., nn.Module] | None = None) -> Federation:
+    """Load data, split it across clients and build the model factory and algorithm;
+    ``model``: your own network factory instead of ``cfg.model.name`` (see `model_factory`)."""
     train = load_dataset(cfg.data.dataset, "train", cfg.data.root)
     test = load_dataset(cfg.data.dataset, "test", cfg.data.root)
     if cfg.data.test_subset is not None:
@@ -91,7 +102,7 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
         transforms = feature_skew(len(parts), kind=fs.kind, strength=fs.strength, seed=cfg.seed)
     clients = [ClientData(train.x[torch.as_tensor(idx)], train.y[torch.as_tensor(idx)], tf)
                for idx, tf in zip(parts, transforms, strict=True)]
-    model_fn = model_factory(cfg, train.in_shape, train.num_classes)
+    model_fn = model_factory(cfg, train.in_shape, train.num_classes, model)
     algorithm = build_algorithm(cfg.algorithm.name, cfg.algorithm.params)
     return Federation(cfg, clients, parts, labels, list(train.classes), test.x, test.y, model_fn,
                       algorithm, resolve_device(cfg.device))

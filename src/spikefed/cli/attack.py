@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from spikefed.cli.common import console, progress_bar, user_errors
+from spikefed.cli.report import write_results_page
 
 
 def attack_command(
@@ -35,6 +36,7 @@ def attack_command(
             run_attack_benchmark(cfg, out, progress=lambda s: bar.update(task, advance=1, info=s))
     console.print((out / "summary.md").read_text())
     console.print(f"wrote {out}/results.csv, summary.md, reconstructions.png, psnr_curves.png")
+    console.print(write_results_page(out))
 
 
 def snfl_attack_command(
@@ -90,6 +92,7 @@ def snfl_attack_command(
             task = bar.add_task("snfl-attack", total=count_runs(cfg), info="")
             run_attack_benchmark(cfg, out, progress=lambda s: bar.update(task, advance=1, info=s))
     console.print((out / "summary.md").read_text())
+    console.print(write_results_page(out))
 
 
 SETTINGS = ("lenet5-mnist", "dlg-cifar", "protocol-mnist", "protocol-cifar",

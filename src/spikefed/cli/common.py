@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
 
 console = Console(stderr=True)
 
@@ -27,8 +37,29 @@ def user_errors() -> Iterator[None]:
         raise fail(str(exc)) from None
 
 
-def progress_bar() -> Progress:
-    """The standard rich progress bar (hidden automatically when not on a terminal)."""
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
-                    transient=False)
+class EtaColumn(ProgressColumn):
+    """``ETA h:mm:ss`` from the mean time per completed step, counted down between updates;
+    blank without a total. Pass ``at=progress.get_time()`` with each update for the count-down
+    and ``base=`` the steps already done before this process started (a resumed run).
+    """
+
+    def render(self, task: Task) -> Text:
+        done = task.completed - task.fields.get("base", 0)
+        if (task.total is None or task.finished or done <= 0 or not task.elapsed
+                or task.start_time is None):
+            return Text("")
+        at = task.fields.get("at", task.start_time + task.elapsed)
+        per_step = (at - task.start_time) / done
+        since = task.start_time + task.elapsed - at
+        left = max(0.0, per_step * (task.total - task.completed) - since)
+        return Text(f"ETA {dt.timedelta(seconds=round(left))}", style="progress.remaining")
+
+
+def progress_bar(eta: bool = False) -> Progress:
+    """The standard rich progress bar (hidden automatically when not on a terminal);
+    ``eta=True`` adds the estimated time left (shown for tasks with a known total)."""
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[info]}"), TimeElapsedColumn()]
+    if eta:
+        columns.append(EtaColumn())
+    return Progress(*columns, console=console, transient=False)

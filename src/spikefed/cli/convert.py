@@ -10,6 +10,7 @@ import typer
 from torch import nn
 
 from spikefed.cli.common import console, progress_bar, user_errors
+from spikefed.cli.report import write_results_page
 
 
 def _csv_list(text: str, what: str, cast: type = str) -> list[Any]:
@@ -151,6 +152,7 @@ def convert_command(
     (out / "conversion.md").write_text(header + markdown_table(rows))
     plot_accuracy_vs_T(rows, out / "accuracy_vs_T.png", title=f"{source.name} ({ds_name})")
     typer.echo(f"results: {out}")
+    typer.echo(write_results_page(out))
 
 
 def register(app: typer.Typer, reproduce: typer.Typer) -> None:

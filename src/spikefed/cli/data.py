@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
 
 from spikefed.data import DATASETS
@@ -51,6 +52,53 @@ def event_datasets_table(root: Path | None) -> Table:
     return table
 
 
+WIDE = 120  # below this many columns `spikefed datasets` uses the compact layout
+
+
+def _short_status(found: bool | None, bundled: bool = False) -> str:
+    if bundled:
+        return "[green]bundled[/green]"
+    if found is None:
+        return "[yellow]no root[/yellow]"
+    return "[green]found[/green]" if found else "[red]missing[/red]"
+
+
+def print_compact(console: Console, root: Path | None) -> None:
+    """The data set lists for a narrow terminal (80 columns): short tables whose cells never
+    wrap, then one wrapped paragraph per data set with its files, licence and citation."""
+    has_root = root is not None and root.is_dir()
+    table = Table(title=f"image data sets (data root: {root or 'not set'})", title_justify="left")
+    for column in ("name", "shape", "classes", "status", "folder"):
+        table.add_column(column, no_wrap=True)
+    details = []
+    for info in DATASETS.values():
+        found = info.locate(root) if has_root and not info.bundled else None
+        status = _short_status(bool(found) if has_root else None, info.bundled)
+        table.add_row(info.name, "x".join(map(str, info.in_shape)), str(info.num_classes),
+                      status, "(bundled)" if info.bundled else f"{info.folder}/")
+        where = f"found {found}; " if found else ""
+        details.append(f"[bold]{info.name}[/bold]: {where}files {info.files}; "
+                       f"licence: {info.licence}")
+    console.print(table)
+    for line in details:
+        console.print(Padding(line, (0, 0, 0, 2)))
+    events = Table(title="event-camera data sets", title_justify="left")
+    for column in ("name", "status", "files in <root>/"):
+        events.add_column(column, no_wrap=True)
+    details = []
+    for info in EVENT_DATASETS:
+        found = info.locate(root) if has_root else []
+        status = _short_status(bool(found) if has_root else None)
+        if found:
+            status += f" ({len(found)})"
+        events.add_row(info.name, status, f"{info.folder}/{info.pattern}")
+        details.append(f"[bold]{info.name}[/bold]: reader {info.reader}; used by "
+                       f"{info.used_by}; {info.citation}")
+    console.print(events)
+    for line in details:
+        console.print(Padding(line, (0, 0, 0, 2)))
+
+
 def register(app: typer.Typer, reproduce: typer.Typer) -> None:
     """Add the `datasets` command to `app`."""
 
@@ -63,8 +111,11 @@ def register(app: typer.Typer, reproduce: typer.Typer) -> None:
         """List the data sets, whether each is found under the data root, and where its files
         go. Nothing is downloaded."""
         console = Console()
-        console.print(datasets_table(data_root))
-        console.print(event_datasets_table(data_root))
+        if console.width < WIDE:
+            print_compact(console, data_root)
+        else:
+            console.print(datasets_table(data_root))
+            console.print(event_datasets_table(data_root))
         if data_root is None:
             console.print(f"Set {DATA_ENV}=DIR or pass --data-root DIR to use the full data sets.")
         console.print("Citations: " + "; ".join(

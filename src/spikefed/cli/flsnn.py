@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from spikefed.cli.common import console, progress_bar, user_errors
+from spikefed.cli.report import write_results_page
 
 
 def _parse_taus(text: str) -> tuple[int, ...]:
@@ -65,6 +66,7 @@ def flsnn_command(
         files = write_outputs(res, out, runtime_s=time.perf_counter() - start)
     console.print((out / "summary.md").read_text())
     console.print(f"wrote {', '.join(str(f) for f in files)}")
+    console.print(write_results_page(out))
 
 
 def register(app: typer.Typer, reproduce: typer.Typer) -> None:

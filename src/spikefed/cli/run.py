@@ -32,6 +32,8 @@ def run_command(
     seed: int | None = typer.Option(None, "--seed", help="experiment seed"),
     data_root: Path | None = typer.Option(None, "--data-root", envvar="SPIKEFED_DATA",
                                           help="folder holding the data sets"),
+    quiet: bool = typer.Option(False, "--quiet", "-q",
+                               help="no progress display; print only the run directory"),
 ) -> None:
     """Run a federated experiment in process and write its run directory."""
     from spikefed.sim import Simulation
@@ -47,10 +49,15 @@ def run_command(
             cfg = _resolve(config, overrides, device, seed, data_root)
             out = out or Path("runs") / cfg.name
         sim = Simulation(cfg, out)
+        if quiet:
+            sim.run(resume=resume is not None)
+            typer.echo(str(out))
+            return
         total = cfg.train.rounds
-        with progress_bar() as bar:
+        with progress_bar(eta=True) as bar:
             rounds = bar.add_task("rounds", total=total, info="")
             clients = bar.add_task("clients", total=None, info="")
+            before: list[int] = []
 
             def on_event(kind: str, rec: dict[str, Any]) -> None:
                 if kind == "client":
@@ -58,11 +65,15 @@ def run_command(
                 else:
                     acc = rec.get("server_acc")
                     info = f"acc {acc:.3f}" if acc is not None else ""
-                    bar.update(rounds, completed=rec["round"], info=info)
+                    if not before:  # rounds done before this process (a resumed run)
+                        before.append(rec["round"] - 1)
+                    bar.update(rounds, completed=rec["round"], info=info, at=bar.get_time(),
+                               base=before[0])
                     bar.reset(clients, total=None, info="")
 
             bar.update(rounds, completed=0)
             summary = sim.run(resume=resume is not None, progress=on_event)
+            bar.remove_task(clients)  # no leftover "clients 0/?" line
     acc = summary.get("final_server_acc")
     client = summary.get("final_client_acc_mean")
     if acc is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from spikefed.cli.common import progress_bar, user_errors
+from spikefed.cli.report import write_results_page
 
 
 def reproduce_snfl(
@@ -44,6 +45,7 @@ def reproduce_snfl(
     typer.echo(f"results in {out} ({time.perf_counter() - start:.0f} s)")
     for name in names:
         typer.echo(f"  {out / name / 'results.md'}")
+    typer.echo(write_results_page(out))
 
 
 def register(app: typer.Typer, reproduce: typer.Typer) -> None:

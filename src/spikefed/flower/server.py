@@ -15,6 +15,7 @@ from spikefed.config import dump_config
 from spikefed.experiment import Federation, build_federation
 from spikefed.flower.appconfig import experiment_config
 from spikefed.flower.strategy import SpikefedStrategy
+from spikefed.report.sinks import publish_run, require_sinks
 from spikefed.sim.checkpoint import atomic_write_bytes
 from spikefed.sim.engine import summarize
 
@@ -31,6 +32,7 @@ def run_federation(grid: Grid, federation: Federation, out_dir: str | Path | Non
     """
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
+        require_sinks(federation.cfg.report)  # a missing sink library fails before training
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(dump_config(federation.cfg))
         (out / "metrics.jsonl").unlink(missing_ok=True)
@@ -44,6 +46,7 @@ def run_federation(grid: Grid, federation: Federation, out_dir: str | Path | Non
         buffer = io.BytesIO()
         torch.save(strategy.server_model(), buffer)
         atomic_write_bytes(out / SERVER_MODEL_FILE, buffer.getvalue())
+        publish_run(out, federation.cfg)  # report.html and the configured metric sinks
     return strategy
 
 

@@ -64,11 +64,20 @@ class LayerContext:
         self.T, self.B = T, B
 
     def act(self, module: nn.Module, h: Tensor) -> Tensor:
-        return module(h.unflatten(0, (self.T, self.B))).flatten(0, 1)
+        x = h.unflatten(0, (self.T, self.B))
+        if isinstance(h, torch.fx.Proxy):  # fx cannot loop over a traced tensor: unroll T
+            v = module.init_state(x[0])
+            out = []
+            for t in range(self.T):
+                s, v = module.step(x[t], v)
+                out.append(s)
+            return torch.stack(out).flatten(0, 1)
+        return module(x).flatten(0, 1)
 
     def norm(self, module: nn.Module, h: Tensor) -> Tensor:
         if isinstance(module, _BatchNorm):
-            return torch.cat([module(h_t) for h_t in h.unflatten(0, (self.T, self.B))])
+            x = h.unflatten(0, (self.T, self.B))
+            return torch.cat([module(x[t]) for t in range(self.T)])  # indexing: fx-traceable
         return module(h)
 
 
@@ -157,7 +166,13 @@ class ZooModel(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        """``x[B, *in_shape]`` (or ``[T, B, *in_shape]`` for an SNN) to logits ``[B, K]``."""
+        """``x[B, *in_shape]`` (or ``[T, B, *in_shape]`` for an SNN) to logits ``[B, K]``.
+
+        Under ``torch.fx.symbolic_trace`` the input is taken to be static ``[B, *in_shape]``
+        (its rank is not known while tracing), so zoo models are traceable/exportable.
+        """
+        if isinstance(x, torch.fx.Proxy):
+            return self._forward_static(x)
         n = len(self.in_shape)
         if not self.spiking:
             if x.dim() != n + 1:
@@ -170,8 +185,18 @@ class ZooModel(nn.Module):
                 f"input of shape {tuple(x.shape)}: expected [B, *{self.in_shape}] (static) "
                 f"or [T, B, *{self.in_shape}] (temporal)"
             )
-        T, B = x.shape[0], x.shape[1]
+        return self._forward_temporal(x, x.shape[0])
+
+    def _forward_static(self, x: Tensor) -> Tensor:
+        """Forward of a static batch without any branch on the input's rank or shape."""
+        if not self.spiking:
+            return self.run(x, AnnContext())
+        return self._forward_temporal(encode(x, self.T, self.encoder), self.T)
+
+    def _forward_temporal(self, x: Tensor, T: int) -> Tensor:
+        """Forward of ``x[T, B, ...]`` in the model's order, averaging readouts over time."""
         if self.order == "layer":
+            B = x.shape[1]
             return self.run(x.flatten(0, 1), LayerContext(T, B)).unflatten(0, (T, B)).mean(0)
         ctx = StepContext()
         out = self.run(x[0], ctx)

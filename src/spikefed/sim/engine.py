@@ -20,6 +20,7 @@ from spikefed.experiment import Federation, build_federation
 from spikefed.fl.base import Tensors, Upload, payload_bytes
 from spikefed.report.metrics import MetricsLog
 from spikefed.report.plots import plot_curves
+from spikefed.report.sinks import publish_run, require_sinks
 from spikefed.sim.checkpoint import load_checkpoint, save_checkpoint
 from spikefed.sim.evaluate import evaluate
 from spikefed.sim.validation import Rejection, UploadValidator, require_quorum
@@ -62,6 +63,7 @@ class Simulation:
         self.out = Path(out_dir)
         self.fed = federation or build_federation(cfg)
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
+        require_sinks(cfg.report)
         with torch.random.fork_rng(devices=[]):  # building a model must not move the RNG
             reference = self.fed.model_fn()
         self.validator = UploadValidator.for_model(self.fed.algorithm, reference,
@@ -209,6 +211,10 @@ class Simulation:
             if accs:
                 rec.update(client_acc_mean=float(np.mean(accs)), client_acc_std=float(np.std(accs)),
                            client_loss_mean=float(np.mean(losses)))
+                rec["clients"] = [
+                    {"client": u.client_id, "num_samples": u.num_samples, "acc": res.accuracy,
+                     "loss": res.loss, "train_loss": u.metrics.get("train_loss")}
+                    for u, res in zip(uploads, results, strict=True) if res is not None]
         return rec
 
     # ----- whole run ----------------------------------------------------------------------
@@ -230,12 +236,13 @@ class Simulation:
         return self.finish()
 
     def finish(self) -> dict[str, Any]:
-        """Write summary.json and curves.png from the metrics so far."""
+        """Write summary.json, curves.png, report.html (and sinks) from the metrics so far."""
         records = self.metrics.records()
         summary = summarize(records)
         summary["run_dir"] = str(self.out)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         plot_curves(records, self.out / "curves.png", title=self.cfg.name)
+        publish_run(self.out, self.cfg)
         return summary
 
 

@@ -51,6 +51,16 @@ def conv_fanout_map(conv: nn.modules.conv._ConvNd, spatial: tuple[int, ...]) -> 
     return grad[0, 0]
 
 
+# Spiking neuron classes of other libraries (snnTorch, SpikingJelly) counted like ours;
+# filled by spikefed.models.foreign when it wraps such a network.
+NEURON_TYPES: set[type] = {SpikingNeuron}
+
+
+def register_neuron_type(cls: type) -> None:
+    """Count spikes of modules of type ``cls`` (output, or first item of a tuple output)."""
+    NEURON_TYPES.add(cls)
+
+
 class ActivityCounter:
     """Context manager counting spikes, SynOps and MACs of ``model`` during forward passes.
 
@@ -152,7 +162,7 @@ class ActivityCounter:
                   if isinstance(getattr(m, "output_scale", None), (Tensor, float))}
         self._amplitudes = frozenset({1.0} | scales)
         for name, m in self.model.named_modules():
-            if isinstance(m, SpikingNeuron):
+            if isinstance(m, tuple(NEURON_TYPES)):
                 self._handles.append(m.register_forward_hook(self._neuron_hook(name)))
             elif isinstance(m, nn.Linear):
                 self._handles.append(m.register_forward_hook(self._linear_hook(name)))

@@ -25,13 +25,13 @@ def _check_T(T: int) -> None:
 def direct_encode(x: Tensor, T: int) -> Tensor:
     """Repeat ``x`` over ``T`` steps (a view, no copy)."""
     _check_T(T)
-    return x.unsqueeze(0).expand(T, *x.shape)
+    return x.unsqueeze(0).expand((T,) + x.shape)  # not *x.shape: torch.fx can trace this
 
 
 def rate_encode(x: Tensor, T: int, generator: torch.Generator | None = None) -> Tensor:
     """Bernoulli spikes with probability ``clamp(x, 0, 1)`` at every step; straight-through grad."""
     _check_T(T)
-    p = x.clamp(0.0, 1.0).unsqueeze(0).expand(T, *x.shape)
+    p = x.clamp(0.0, 1.0).unsqueeze(0).expand((T,) + x.shape)
     s = torch.bernoulli(p.detach(), generator=generator)
     return p + (s - p).detach()
 
@@ -41,8 +41,8 @@ def latency_encode(x: Tensor, T: int, threshold: float = 0.01) -> Tensor:
     _check_T(T)
     xc = x.detach().clamp(0.0, 1.0)
     when = torch.round((1.0 - xc) * (T - 1)).long()
-    steps = torch.arange(T, device=x.device).view(T, *([1] * x.dim()))
-    fire = (steps == when.unsqueeze(0)) & (x.detach() >= threshold).unsqueeze(0)
+    steps = torch.arange(T, device=x.device)
+    fire = (when.unsqueeze(-1) == steps).movedim(-1, 0) & (x.detach() >= threshold).unsqueeze(0)
     return fire.to(x.dtype)
 
 

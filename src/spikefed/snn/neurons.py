@@ -180,12 +180,18 @@ NEURONS: dict[str, type[SpikingNeuron]] = {"lif": LIF, "if": IF}
 
 
 def make_neuron(cfg: dict[str, Any] | None = None) -> SpikingNeuron:
-    """Build a neuron from ``{"type": "lif"|"if"|..., **kwargs}`` (default: ``LIF()``)."""
+    """Build a neuron from ``{"type": "lif"|"if"|..., **kwargs}`` (default: ``LIF()``);
+    ``reset_convention="snntorch"`` gives snnTorch's spike/reset timing."""
     cfg = dict(cfg or {})
     kind = cfg.pop("type", "lif")
     if kind not in NEURONS:
         raise ValueError(f"neuron type={kind!r} is unknown; choose one of {sorted(NEURONS)}")
     cls = NEURONS[kind]
+    convention = cfg.pop("reset_convention", "spikefed")
+    if convention != "spikefed":  # snnTorch's timing (spikefed.snn.conventions)
+        from spikefed.snn.conventions import with_convention
+
+        cls = with_convention(cls, convention)
     allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
     unknown = sorted(set(cfg) - allowed)
     if unknown:
