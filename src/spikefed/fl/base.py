@@ -65,6 +65,21 @@ class TrainContext:
     seed: int = 0
     round: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    _local: nn.Module | None = field(default=None, init=False, repr=False, compare=False)
+
+    def local_model(self, state: Mapping[str, torch.Tensor]) -> nn.Module:
+        """A model loaded with `state`, reused across this context's clients.
+
+        Built once per context (one round) with `model_fn()` and reloaded per client:
+        building a model costs more than loading a state_dict. `state` must be a full
+        state_dict (every parameter and buffer), so nothing of the previous client survives.
+        Leave it in the state local training left it in; never keep a reference to it.
+        """
+        if self._local is None:
+            with torch.random.fork_rng(devices=[]):  # building must not move the RNG
+                self._local = self.model_fn()
+        self._local.load_state_dict(state)
+        return self._local
 
 
 class Algorithm(ABC):

@@ -58,8 +58,7 @@ class Scaffold(Algorithm):
         self, broadcast: Tensors, client_state: dict[str, Any], data: ClientData, ctx: TrainContext
     ) -> tuple[Upload, dict[str, Any], dict[str, float]]:
         x, c = _split(broadcast)
-        model = ctx.model_fn()
-        model.load_state_dict(x)
+        model = ctx.local_model(x)
         c_i = client_state.get("control") or {k: torch.zeros_like(v) for k, v in c.items()}
         correction = {k: (c[k] - c_i[k]).to(ctx.device) for k in c}
 
