@@ -104,7 +104,8 @@ class TrainConfig(Strict):
     eval_clients: bool = True
     eval_batch_size: int = Field(500, ge=1)
     vectorize: Literal["off", "auto", "on"] = Field(
-        "off", description="train clients together with torch.func (FedAvg/FedProx, no BN): "
+        "off", description="train clients together with torch.func (algorithms with a "
+        "functional local objective: FedAvg, FedProx, SCAFFOLD, MOON): "
         "off, auto (when per-client work is small), on (error if impossible)")
 
     @model_validator(mode="before")
