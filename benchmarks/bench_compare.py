@@ -9,7 +9,9 @@ Prints markdown tables of medians (ms) with the device, versions, date and load:
     avg-pool, FC; T=8, layer order, SGD with momentum), and the same net with ReLU on the
     T x B images;
 (3) one training step of the FC 784-512-10 SNN (T=16, B=128, direct input);
-(4) vectorised vs serial federated rounds at 10 / 100 / 1000 clients.
+(4) vectorised vs serial federated rounds at 10 / 100 / 1000 clients;
+(5) Spiking ResNet-20 training throughput (T=4, BatchNorm, layer order) against the ANN on
+    the T x B images (by default on CUDA only).
 
 snnTorch and SpikingJelly are optional (``pip install --no-deps snntorch spikingjelly``;
 SpikingJelly also needs ``loguru``); a missing one is reported and skipped. They are never
@@ -291,6 +293,34 @@ def bench_rounds(device: torch.device, counts: list[int], repeats: int,
     return rows
 
 
+# (5) Spiking ResNet-20 throughput --------------------------------------------------------
+def bench_resnet(device: torch.device, T: int, B: int, repeats: int) -> list[str]:
+    """Training images/s of the zoo ResNet-20 (BatchNorm, layer order, SGD with momentum) as
+    an SNN on ``B`` images x ``T`` steps, and as an ANN on the ``T*B`` images."""
+    torch.manual_seed(0)
+    x = torch.rand(B, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (B,), device=device)
+    xs, ys = x.repeat(T, 1, 1, 1), y.repeat(T)
+    rows = ["| model | images per step | ms per step | images/s |", "|---|---|---|---|"]
+    cases = [("SNN, layer order", True, dict(order="layer"), x, y),
+             ("SNN, layer order, stem_once", True, dict(order="layer", stem_once=True), x, y),
+             ("ANN on the T x B images", False, {}, xs, ys)]
+    for name, spiking, kw, inp, target in cases:
+        model = build_model("resnet20", spiking=spiking, in_shape=(3, 32, 32), num_classes=10,
+                            T=T, norm="bn", **kw).to(device)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+        def step(model: nn.Module = model, opt: torch.optim.Optimizer = opt,
+                 inp: torch.Tensor = inp, target: torch.Tensor = target) -> None:
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(inp), target).backward()
+            opt.step()
+
+        ms = median_ms(step, repeats, device)
+        rows.append(f"| {name} | {len(inp)} | {ms:.1f} | {len(inp) / ms * 1e3:.0f} |")
+    return rows
+
+
 def header(device: torch.device) -> str:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
@@ -313,11 +343,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--fused-cpu", action="store_true",
                         help="also time the compiled LIF on CPU (compiles for a minute)")
-    parser.add_argument("--only", nargs="+", choices=["bandwidth", "conv", "fc", "rounds"],
-                        default=["bandwidth", "conv", "fc", "rounds"])
+    parser.add_argument("--only", nargs="+",
+                        choices=["bandwidth", "conv", "fc", "rounds", "resnet"], default=None,
+                        help="sections to run (default: all; resnet only on CUDA)")
     args = parser.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
+    if args.only is None:
+        args.only = ["bandwidth", "conv", "fc", "rounds"] + (["resnet"] if cuda else [])
     neurons = args.neurons or (16_777_216 if cuda else 1_048_576)
     conv_batch = args.conv_batch or (128 if cuda else 8)
     clients = [10, 100] if args.quick else args.clients
@@ -336,7 +369,11 @@ def main() -> None:
     if "rounds" in args.only:
         print("## (4) one federated round, serial vs vectorised\n")
         print("\n".join(bench_rounds(device, clients, args.repeats, 100 if not args.quick
-                                     else clients[-1])))
+                                     else clients[-1])) + "\n")
+    if "resnet" in args.only:
+        B = 128 if cuda and not args.quick else 2
+        print(f"## (5) ResNet-20 training throughput, T=4, B={B}, BatchNorm\n")
+        print("\n".join(bench_resnet(device, 4, B, args.repeats)))
 
 
 if __name__ == "__main__":
