@@ -70,15 +70,18 @@ def plain_loop(sim: Simulation, lr: float, batch_size: int) -> Callable[[], None
 
 
 def bench_overhead(repeats: int, client_counts: list[int]) -> list[str]:
-    """(a) ms per client the engine adds to a plain loop (1 local step per client)."""
+    """(a) ms per client the engine adds to a plain loop (1 local step per client).
+
+    The loop and the two engine modes are timed in turn within every repeat
+    (`interleaved_medians`), so load drift on a shared machine hits them alike.
+    """
     rows = ["| clients | plain loop (ms/round) | engine, serial (ms/round) | "
             "overhead, serial (ms/client) | engine, vectorize=on (ms/round) | "
             "overhead, vectorised (ms/client) |", "|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         for n in client_counts:
             plain_sim = tiny_simulation(n, 16, tmp)
-            plain = median_ms(plain_loop(plain_sim, plain_sim.cfg.train.lr, 16), repeats)
-            cells = [f"{n}", f"{plain:.1f}"]
+            fns: list[Callable[[], object]] = [plain_loop(plain_sim, plain_sim.cfg.train.lr, 16)]
             for mode in ("off", "on"):
                 sim = tiny_simulation(n, 16, tmp, f"train.vectorize={mode}")
                 state = sim._fresh_state()
@@ -87,9 +90,10 @@ def bench_overhead(repeats: int, client_counts: list[int]) -> list[str]:
                     state.round = 0
                     sim.run_round(state)
 
-                engine = median_ms(engine_round, repeats)
-                cells += [f"{engine:.1f}", f"{(engine - plain) / n:.2f}"]
-            rows.append("| " + " | ".join(cells) + " |")
+                fns.append(engine_round)
+            plain, serial, vectorised = interleaved_medians(fns, repeats)
+            rows.append(f"| {n} | {plain:.1f} | {serial:.1f} | {(serial - plain) / n:.2f} | "
+                        f"{vectorised:.1f} | {(vectorised - plain) / n:.2f} |")
     return rows
 
 

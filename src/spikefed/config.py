@@ -64,6 +64,20 @@ class ModelConfig(Strict):
     norm: Literal["bn", "none", "gn"] = "none"
     neuron: NeuronConfig = NeuronConfig()
     kwargs: dict[str, Any] = Field(default_factory=dict, description="architecture options")
+    order: Literal["auto", "step", "layer"] = Field(
+        "auto", description="SNN time-step order: step (whole net one step at a time), layer "
+        "(each layer over all steps), auto (layer on CUDA, step on CPU)")
+    stem_once: bool = Field(
+        False, description="with direct-coded static input compute the first layer once, not "
+        "T times (same results within float rounding; MACs counted once)")
+
+    @model_validator(mode="after")
+    def _order_not_in_kwargs(self) -> ModelConfig:
+        for key in ("order", "stem_once"):
+            if key in self.kwargs:
+                raise ValueError(f"model.kwargs.{key}={self.kwargs[key]!r}: set model.{key} "
+                                 "instead of passing it in model.kwargs")
+        return self
 
 
 class AlgorithmConfig(Strict):
@@ -94,7 +108,8 @@ class TrainConfig(Strict):
     eval_clients: bool = True
     eval_batch_size: int = Field(500, ge=1)
     vectorize: Literal["off", "auto", "on"] = Field(
-        "off", description="train clients together with torch.func (FedAvg/FedProx, no BN): "
+        "off", description="train clients together with torch.func (algorithms with a "
+        "functional local objective: FedAvg, FedProx, SCAFFOLD, MOON): "
         "off, auto (when per-client work is small), on (error if impossible)")
 
     @model_validator(mode="before")

@@ -29,6 +29,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_order(order: str, device: torch.device) -> str:
+    """`model.order`: `auto` is layer order on CUDA (fewer, larger kernels: 2x on the FC net
+    in docs/benchmarks.md) and step order on CPU (faster there for conv SNNs)."""
+    if order != "auto":
+        return order
+    return "layer" if device.type == "cuda" else "step"
+
+
 @dataclass
 class Federation:
     """Everything an engine needs to run one experiment."""
@@ -70,11 +78,12 @@ def model_factory(cfg: ExperimentConfig, in_shape: tuple[int, ...], num_classes:
 
         return foreign_model_fn(factory or load_factory(m.name), in_shape, num_classes, T=m.T,
                                 encoder=m.encoder, kwargs=m.kwargs)
+    order = resolve_order(m.order, resolve_device(cfg.device))
 
     def build() -> nn.Module:
         return build_model(m.name, spiking=m.spiking, in_shape=in_shape, num_classes=num_classes,
                            T=m.T, neuron=m.neuron.model_dump(), encoder=m.encoder, norm=m.norm,
-                           **m.kwargs)
+                           order=order, stem_once=m.stem_once, **m.kwargs)
 
     return build
 

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from spikefed.fl.objective import LocalObjective
+
 Tensors = dict[str, torch.Tensor]
 
 
@@ -65,6 +67,21 @@ class TrainContext:
     seed: int = 0
     round: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    _local: nn.Module | None = field(default=None, init=False, repr=False, compare=False)
+
+    def local_model(self, state: Mapping[str, torch.Tensor]) -> nn.Module:
+        """A model loaded with `state`, reused across this context's clients.
+
+        Built once per context (one round) with `model_fn()` and reloaded per client:
+        building a model costs more than loading a state_dict. `state` must be a full
+        state_dict (every parameter and buffer), so nothing of the previous client survives.
+        Leave it in the state local training left it in; never keep a reference to it.
+        """
+        if self._local is None:
+            with torch.random.fork_rng(devices=[]):  # building must not move the RNG
+                self._local = self.model_fn()
+        self._local.load_state_dict(state)
+        return self._local
 
 
 class Algorithm(ABC):
@@ -115,6 +132,22 @@ class Algorithm(ABC):
     def client_model_state(self, upload: Upload, client_state: dict[str, Any]) -> Tensors | None:
         """The state_dict a client's local model is evaluated with (default: its upload)."""
         return upload.tensors
+
+    def local_objective(self, broadcast: Tensors, client_state: dict[str, Any],
+                        ctx: TrainContext) -> LocalObjective | None:
+        """This client's local objective in functional form (`spikefed.fl.objective`), or
+        `None`: its clients train only serially. An algorithm that returns one also
+        declares `vectorizable = True` on its own class and implements `finish_local`."""
+        return None
+
+    def finish_local(self, broadcast: Tensors, client_state: dict[str, Any], data: ClientData,
+                     ctx: TrainContext, trained: Tensors, extra: Tensors,
+                     metrics: dict[str, float]) -> tuple[Upload, dict[str, Any]]:
+        """Package a client's functionally trained state (`trained`, the model's state_dict,
+        and the objective's `extra` tensors) as `client_update` does: (upload, new state).
+        Default: upload the trained model, keep the client state."""
+        client_id = int(client_state.get("client_id", 0))
+        return Upload(client_id, trained, len(data), metrics), client_state
 
     def upload_keys(self, model: nn.Module) -> set[str]:
         """Keys a valid upload must carry (used to validate client uploads)."""

@@ -9,6 +9,7 @@ from torch import nn
 from spikefed.fl.aggregation import weighted_average
 from spikefed.fl.base import Algorithm, ClientData, Tensors, TrainContext, Upload
 from spikefed.fl.local import Penalty, local_train
+from spikefed.fl.objective import LocalObjective
 
 
 def clone_state(model: nn.Module) -> Tensors:
@@ -20,9 +21,10 @@ class FedAvg(Algorithm):
     """Every client starts from the broadcast, trains locally and uploads its full model."""
 
     name = "fedavg"
-    #: The engine may train this class's clients together (`spikefed.sim.vectorized`).
-    #: Not inherited: only a class that declares it itself opts in, so a subclass that adds
-    #: client state or changes local training stays serial unless it declares it too.
+    #: The engine may train this class's clients together (`spikefed.sim.vectorized`) with
+    #: `local_objective` / `finish_local`. Not inherited: only a class that declares it itself
+    #: opts in, so a subclass that changes local training stays serial unless it restates
+    #: its objective and declares it too.
     vectorizable = True
 
     def init_server(self, model: nn.Module) -> tuple[dict[str, Any], Tensors]:
@@ -33,11 +35,15 @@ class FedAvg(Algorithm):
         """Extra local loss term; FedAvg has none."""
         return None
 
+    def local_objective(self, broadcast: Tensors, client_state: dict[str, Any],
+                        ctx: TrainContext) -> LocalObjective | None:
+        """Plain cross-entropy from the broadcast."""
+        return LocalObjective(start=broadcast)
+
     def client_update(
         self, broadcast: Tensors, client_state: dict[str, Any], data: ClientData, ctx: TrainContext
     ) -> tuple[Upload, dict[str, Any], dict[str, float]]:
-        model = ctx.model_fn()
-        model.load_state_dict(broadcast)
+        model = ctx.local_model(broadcast)
         client_id = int(client_state.get("client_id", 0))
         metrics = local_train(model, data, ctx, client_id, penalty=self.penalty(broadcast, ctx))
         upload = Upload(client_id, clone_state(model), len(data), metrics)

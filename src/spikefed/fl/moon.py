@@ -23,11 +23,13 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+from torch.func import functional_call
 from torch.nn import functional as F
 
 from spikefed.fl.base import ClientData, Tensors, TrainContext, Upload
 from spikefed.fl.fedavg import FedAvg, clone_state
 from spikefed.fl.local import local_train
+from spikefed.fl.objective import LocalObjective, LocalStep
 
 
 def readout_layer(model: nn.Module) -> nn.Linear:
@@ -102,6 +104,7 @@ class Moon(FedAvg):
     """FedAvg aggregation with MOON's model-contrastive local objective."""
 
     name = "moon"
+    vectorizable = True
 
     def __init__(self, mu: float = 1.0, temperature: float = 0.5, proj_dim: int = 64) -> None:
         if mu < 0:
@@ -143,6 +146,59 @@ class Moon(FedAvg):
         new_state = {**client_state, "moon_prev": clone_state(model),
                      "moon_head": {k: v.detach().clone() for k, v in head.state_dict().items()}}
         return metrics, new_state
+
+    def local_objective(self, broadcast: Tensors, client_state: dict[str, Any],
+                        ctx: TrainContext) -> LocalObjective | None:
+        """Cross-entropy + ``mu * l_con``; the private head (``extra``) trains with the model,
+        the global model, the previous local model and the head as it was (``consts``) do not.
+        A client without a head yet draws one from the global generator, as the serial loop
+        does (at a different moment, so first-round heads differ from the serial ones)."""
+        if self.mu == 0:
+            return LocalObjective(start=broadcast)
+        in_dim = readout_layer(ctx.local_model(broadcast)).in_features
+        head = make_head(in_dim, self.proj_dim).to(ctx.device)
+        if "moon_head" in client_state:
+            head.load_state_dict(client_state["moon_head"])
+        head_start = {k: v.detach().clone() for k, v in head.state_dict().items()}
+        prev = client_state.get("moon_prev", broadcast)
+        glob = {k: v.to(ctx.device) for k, v in broadcast.items()}
+        consts = {**{"prev." + k: v.to(ctx.device) for k, v in prev.items()},
+                  **{"head0." + k: v for k, v in head_start.items()}}
+
+        def project(params: Tensors, prefix: str, z: torch.Tensor) -> torch.Tensor:
+            weights = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+            return functional_call(head, weights, (z,)) if weights else z
+
+        def represent(model: nn.Module, state: Tensors, x: torch.Tensor) -> torch.Tensor:
+            model.eval()  # the frozen models of the serial loop run in eval mode
+            try:
+                with capture_features(model) as box:
+                    functional_call(model, state, (x,))
+            finally:
+                model.train()
+            return box["z"]
+
+        def contrastive(step: LocalStep) -> torch.Tensor:
+            z = project(step.extra, "head.", step.features)
+            with torch.no_grad():
+                prev_state = {k[5:]: v for k, v in step.consts.items() if k.startswith("prev.")}
+                z_glob = project(step.consts, "head0.", represent(step.model, glob, step.x))
+                z_prev = project(step.consts, "head0.", represent(step.model, prev_state, step.x))
+            return self.mu * model_contrastive_loss(z, z_glob, z_prev, self.temperature)
+
+        return LocalObjective(start=broadcast, consts=consts, penalty=contrastive, features=True,
+                              extra={"head." + k: v for k, v in head_start.items()})
+
+    def finish_local(self, broadcast: Tensors, client_state: dict[str, Any], data: ClientData,
+                     ctx: TrainContext, trained: Tensors, extra: Tensors,
+                     metrics: dict[str, float]) -> tuple[Upload, dict[str, Any]]:
+        """Upload the model; keep it as the previous model, and the trained head."""
+        upload = Upload(int(client_state.get("client_id", 0)), trained, len(data), metrics)
+        if self.mu == 0:
+            return upload, client_state
+        head = {k[len("head."):]: v for k, v in extra.items()}
+        return upload, {**client_state, "moon_prev": {k: v.clone() for k, v in trained.items()},
+                        "moon_head": head}
 
     def client_update(
         self, broadcast: Tensors, client_state: dict[str, Any], data: ClientData, ctx: TrainContext

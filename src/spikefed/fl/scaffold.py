@@ -21,6 +21,7 @@ from spikefed.fl.aggregation import weighted_average
 from spikefed.fl.base import Algorithm, ClientData, Tensors, TrainContext, Upload
 from spikefed.fl.fedavg import clone_state
 from spikefed.fl.local import local_train
+from spikefed.fl.objective import LocalObjective
 
 CONTROL, DELTA, DCONTROL = "control.", "delta.", "dcontrol."
 
@@ -35,6 +36,7 @@ class Scaffold(Algorithm):
     """Stochastic controlled averaging: drift correction with control variates."""
 
     name = "scaffold"
+    vectorizable = True
 
     def __init__(self, server_lr: float = 1.0, num_clients: int | None = None) -> None:
         if server_lr <= 0:
@@ -58,8 +60,7 @@ class Scaffold(Algorithm):
         self, broadcast: Tensors, client_state: dict[str, Any], data: ClientData, ctx: TrainContext
     ) -> tuple[Upload, dict[str, Any], dict[str, float]]:
         x, c = _split(broadcast)
-        model = ctx.model_fn()
-        model.load_state_dict(x)
+        model = ctx.local_model(x)
         c_i = client_state.get("control") or {k: torch.zeros_like(v) for k, v in c.items()}
         correction = {k: (c[k] - c_i[k]).to(ctx.device) for k in c}
 
@@ -70,13 +71,31 @@ class Scaffold(Algorithm):
 
         client_id = int(client_state.get("client_id", 0))
         metrics = local_train(model, data, ctx, client_id, grad_hook=correct)
-        y = clone_state(model)
+        upload, new_state = self.finish_local(broadcast, client_state, data, ctx,
+                                              clone_state(model), {}, metrics)
+        return upload, new_state, metrics
+
+    def local_objective(self, broadcast: Tensors, client_state: dict[str, Any],
+                        ctx: TrainContext) -> LocalObjective | None:
+        """Cross-entropy from ``x``; every gradient shifted by ``c - c_i``."""
+        x, c = _split(broadcast)
+        c_i = client_state.get("control") or {k: torch.zeros_like(v) for k, v in c.items()}
+        return LocalObjective(start=x, grad_offset={k: c[k] - c_i[k] for k in c})
+
+    def finish_local(self, broadcast: Tensors, client_state: dict[str, Any], data: ClientData,
+                     ctx: TrainContext, trained: Tensors, extra: Tensors,
+                     metrics: dict[str, float]) -> tuple[Upload, dict[str, Any]]:
+        """Model and control deltas from the trained model ``y``; new control ``c_i+``."""
+        x, c = _split(broadcast)
+        c_i = client_state.get("control") or {k: torch.zeros_like(v) for k, v in c.items()}
+        y = trained
         scale = 1.0 / (metrics["steps"] * ctx.lr)
         c_new = {k: c_i[k] - c[k] + (x[k] - y[k].cpu()) * scale for k in c}
         tensors = {DELTA + k: y[k].cpu() - x[k] for k in x}
         tensors.update({DCONTROL + k: c_new[k] - c_i[k] for k in c})
         new_state = {**client_state, "control": c_new, "model": y}
-        return Upload(client_id, tensors, len(data), metrics), new_state, metrics
+        client_id = int(client_state.get("client_id", 0))
+        return Upload(client_id, tensors, len(data), metrics), new_state
 
     def aggregate(
         self, server_state: dict[str, Any], uploads: list[Upload]

@@ -12,6 +12,16 @@ decides what that means:
   same numbers (train and eval mode).
 
 The ANN has ``nn.ReLU`` exactly where the SNN has a spiking neuron, under the same name.
+
+Static input: with ``direct`` encoding of a static batch ``[B, ...]`` every time step sees the
+same input, so the first weight layer's current is the same at every step. A model whose body
+routes that layer through ``self.stem(ctx, module, h)`` (and does nothing time-dependent
+before it) sets ``static_stem = True``; built with ``stem_once=True`` the contexts then
+compute it once per forward and reuse it at every step (step order) or broadcast it over
+``T`` (layer order). The result is the same within float rounding (the layer's weight
+gradient is summed before, not after, its one matrix product), and activity counters see
+the layer run once, so its MACs are counted once per sample. It is off by default only
+because that rounding changes the trajectory of existing runs.
 """
 
 from __future__ import annotations
@@ -41,10 +51,23 @@ class AnnContext:
 
 
 class StepContext:
-    """One SNN time step at a time; holds membrane state per neuron module."""
+    """One SNN time step at a time; holds membrane state per neuron module.
 
-    def __init__(self) -> None:
+    With ``static=True`` the stem layer's output of the first step is reused at every step.
+    """
+
+    def __init__(self, static: bool = False) -> None:
         self.state: dict[nn.Module, Tensor] = {}
+        self.static = static
+        self.stems: dict[nn.Module, Tensor] = {}
+
+    def stem(self, module: nn.Module, h: Tensor) -> Tensor:
+        if not self.static:
+            return module(h)
+        out = self.stems.get(module)
+        if out is None:
+            out = self.stems[module] = module(h)
+        return out
 
     def act(self, module: nn.Module, h: Tensor) -> Tensor:
         v = self.state.get(module)
@@ -58,10 +81,20 @@ class StepContext:
 
 
 class LayerContext:
-    """All time steps at once on ``[T*B, ...]`` tensors."""
+    """All time steps at once on ``[T*B, ...]`` tensors.
 
-    def __init__(self, T: int, B: int) -> None:
-        self.T, self.B = T, B
+    With ``static=True`` the body receives the static ``[B, ...]`` batch; the stem layer runs
+    on it once and its output is broadcast to ``[T*B, ...]``.
+    """
+
+    def __init__(self, T: int, B: int, static: bool = False) -> None:
+        self.T, self.B, self.static = T, B, static
+
+    def stem(self, module: nn.Module, h: Tensor) -> Tensor:
+        out = module(h)
+        if not self.static:
+            return out
+        return out.unsqueeze(0).expand(self.T, *out.shape).flatten(0, 1)
 
     def act(self, module: nn.Module, h: Tensor) -> Tensor:
         x = h.unflatten(0, (self.T, self.B))
@@ -94,6 +127,10 @@ def _groups(channels: int) -> int:
 class ZooModel(nn.Module):
     """ANN or SNN classifier with a shared body; subclasses implement ``run(x, ctx)``."""
 
+    #: ``run`` sends its first weight layer through ``stem`` and nothing before it depends on
+    #: the time step, so a static direct-coded input may compute that layer once.
+    static_stem: bool = False
+
     def __init__(
         self,
         *,
@@ -106,6 +143,7 @@ class ZooModel(nn.Module):
         norm: str = "bn",
         order: str = "step",
         bias: bool | None = None,
+        stem_once: bool = False,
     ) -> None:
         super().__init__()
         in_shape = tuple(int(d) for d in in_shape)
@@ -126,6 +164,7 @@ class ZooModel(nn.Module):
         self.norm_kind = norm
         self.order = order
         self.bias = bias
+        self.stem_once = bool(stem_once)
         self.neuron_cfg = dict(neuron or {})
         if spiking:
             make_neuron(self.neuron_cfg)  # validate early
@@ -160,6 +199,13 @@ class ZooModel(nn.Module):
             )
         return self.in_shape  # type: ignore[return-value]
 
+    @staticmethod
+    def stem(ctx: Any, module: nn.Module, h: Tensor) -> Tensor:
+        """The first weight layer ``module(h)``, computed once for static input when the
+        context supports it (contexts without a ``stem`` method just call the module)."""
+        fn = getattr(ctx, "stem", None)
+        return module(h) if fn is None else fn(module, h)
+
     # forward ----------------------------------------------------------------------------
     def run(self, x: Tensor, ctx: Any) -> Tensor:
         """The body: input batch (one time step) to readout logits."""
@@ -179,8 +225,8 @@ class ZooModel(nn.Module):
                 raise ValueError(f"input of shape {tuple(x.shape)}: expected [B, *{self.in_shape}]")
             return self.run(x, AnnContext())
         if x.dim() == n + 1:
-            x = encode(x, self.T, self.encoder)
-        elif x.dim() != n + 2:
+            return self._forward_static(x)
+        if x.dim() != n + 2:
             raise ValueError(
                 f"input of shape {tuple(x.shape)}: expected [B, *{self.in_shape}] (static) "
                 f"or [T, B, *{self.in_shape}] (temporal)"
@@ -191,17 +237,24 @@ class ZooModel(nn.Module):
         """Forward of a static batch without any branch on the input's rank or shape."""
         if not self.spiking:
             return self.run(x, AnnContext())
+        if self.stem_once and self.static_stem and self.encoder == "direct":
+            return self._forward_temporal(x, self.T, static=True)
         return self._forward_temporal(encode(x, self.T, self.encoder), self.T)
 
-    def _forward_temporal(self, x: Tensor, T: int) -> Tensor:
-        """Forward of ``x[T, B, ...]`` in the model's order, averaging readouts over time."""
+    def _forward_temporal(self, x: Tensor, T: int, static: bool = False) -> Tensor:
+        """Forward of ``x[T, B, ...]`` in the model's order, averaging readouts over time.
+
+        With ``static=True``, ``x`` is one static batch ``[B, ...]`` that every step sees (the
+        stem layer then runs once, see ``stem_once``).
+        """
+        B = x.shape[0] if static else x.shape[1]
         if self.order == "layer":
-            B = x.shape[1]
-            return self.run(x.flatten(0, 1), LayerContext(T, B)).unflatten(0, (T, B)).mean(0)
-        ctx = StepContext()
-        out = self.run(x[0], ctx)
+            h = x if static else x.flatten(0, 1)
+            return self.run(h, LayerContext(T, B, static)).unflatten(0, (T, B)).mean(0)
+        ctx = StepContext(static)
+        out = self.run(x if static else x[0], ctx)
         for t in range(1, T):
-            out = out + self.run(x[t], ctx)
+            out = out + self.run(x if static else x[t], ctx)
         return out / T
 
     def extra_repr(self) -> str:

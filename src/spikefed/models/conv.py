@@ -44,10 +44,13 @@ class _ConvStack(ZooModel):
             width = units
         self.classifier = nn.Linear(width, self.num_classes)
 
+    static_stem = True
+
     def run(self, x: Tensor, ctx: Any) -> Tensor:
         h = x
         for i in range(1, self.n_conv + 1):
-            h = getattr(self, f"conv{i}")(h)
+            conv = getattr(self, f"conv{i}")
+            h = self.stem(ctx, conv, h) if i == 1 else conv(h)
             h = ctx.norm(getattr(self, f"norm{i}"), h)
             h = ctx.act(getattr(self, f"act{i}"), h)
             if self.pool_after[i - 1]:

@@ -31,10 +31,15 @@ class MLP(ZooModel):
             width = h
         self.classifier = nn.Linear(width, self.num_classes)
 
+    static_stem = True
+
     def run(self, x: Tensor, ctx: Any) -> Tensor:
         h = x.flatten(1)
+        if self.depth == 0:
+            return self.stem(ctx, self.classifier, h)
         for i in range(1, self.depth + 1):
-            h = getattr(self, f"fc{i}")(h)
+            fc = getattr(self, f"fc{i}")
+            h = self.stem(ctx, fc, h) if i == 1 else fc(h)
             h = ctx.norm(getattr(self, f"norm{i}"), h)
             h = ctx.act(getattr(self, f"act{i}"), h)
         return self.classifier(h)

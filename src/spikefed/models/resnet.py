@@ -60,8 +60,10 @@ class ResNet20(ZooModel):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(w3, self.num_classes)
 
+    static_stem = True
+
     def run(self, x: Tensor, ctx: Any) -> Tensor:
-        h = ctx.act(self.act1, ctx.norm(self.norm1, self.conv1(x)))
+        h = ctx.act(self.act1, ctx.norm(self.norm1, self.stem(ctx, self.conv1, x)))
         for stage in (self.layer1, self.layer2, self.layer3):
             for block in stage:
                 h = block.run(h, ctx)

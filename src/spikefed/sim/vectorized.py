@@ -1,22 +1,31 @@
 """Vectorised clients: train a round's homogeneous clients together with `torch.func`.
 
-Every participant of a FedAvg/FedProx round starts from the same broadcast and runs the same
-model, so their parameters can be stacked along a leading client axis and trained at once:
-`vmap(grad(loss))` computes every client's gradient in one batched pass, and a functional
-SGD step (momentum, weight decay and dampening 0, exactly as `torch.optim.SGD`) updates them.
+Every participant of a round runs the same model, so their parameters (and BatchNorm
+buffers, optimiser state and any extra trainable tensors) can be stacked along a leading
+client axis and trained at once: `vmap(grad(loss))` computes every client's gradient in one
+batched pass and a functional optimiser step (`torch.optim.SGD` with momentum and weight
+decay, or `torch.optim.Adam`) updates them.
+
+The engine knows nothing about particular algorithms: each algorithm states its local
+objective through `Algorithm.local_objective` (start state, penalty terms such as FedProx's
+proximal term or MOON's contrastive term, gradient offsets such as SCAFFOLD's control
+correction, extra trainable tensors such as MOON's head) and packages the result with
+`Algorithm.finish_local`, the same code its serial `client_update` uses.
 
 Each client takes exactly the steps and sees exactly the samples it would in the serial loop
 (`spikefed.fl.local.local_train`): its minibatch order comes from the same
-`client_generator(seed, round, client)` stream, and clients with fewer samples get padded,
-masked minibatches (a padded row has weight 0; a client whose steps are done is frozen,
-momentum included). With a deterministic encoder (`direct`, `latency`) the result equals the
-serial loop within float tolerance. The `rate` encoder draws Bernoulli spikes: under `vmap`
-they come from one global stream (`randomness="different"`), so results are statistically
-equivalent to the serial loop but not equal bit for bit.
+`client_generator(seed, round, client)` stream. At every step the clients whose minibatch
+has the same size train together (a partial last batch forms its own group, a client whose
+steps are done rests), so batch statistics and mean losses are the serial ones. With a
+deterministic encoder (`direct`, `latency`) the result equals the serial loop within float
+tolerance. The `rate` encoder draws Bernoulli spikes: under `vmap` they come from one global
+stream (`randomness="different"`), so results are statistically equivalent to the serial loop
+but not equal bit for bit; the same holds for a MOON client's projection head in the round
+it is created (drawn from the global generator at a different moment).
 
-Not vectorisable: algorithms that do not opt in (`vectorizable = True` declared on their own
-class, currently `FedAvg` and `FedProx`), optimisers other than SGD, and models with buffers
-(BatchNorm running statistics: use `model.norm=none` or `gn`).
+Not vectorisable: algorithms whose own class does not declare `vectorizable = True` (a
+subclass that changes local training must restate its objective) and optimisers other than
+SGD and Adam.
 """
 
 from __future__ import annotations
@@ -31,8 +40,9 @@ from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
 from spikefed.fl.base import Algorithm, ClientData, Tensors, TrainContext, Upload
-from spikefed.fl.fedprox import FedProx
 from spikefed.fl.local import client_generator
+from spikefed.fl.moon import capture_features
+from spikefed.fl.objective import LocalObjective, LocalStep
 
 VectorizeMode = Literal["off", "auto", "on"]
 MODES = ("off", "auto", "on")
@@ -47,21 +57,23 @@ AUTO_MIN_CLIENTS = 4
 #: parameters, gradients and momentum fall out of cache and a group becomes slower than the
 #: loop (measured: 64 clients in one group 0.95x the loop, groups of 16 1.3x).
 CPU_GROUP = 16
+#: Optimisers the functional step reproduces, and Adam's constants (torch's defaults, which
+#: `spikefed.fl.local.make_optimizer` uses).
+OPTIMIZERS = ("sgd", "adam")
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
 
 
 def vectorize_blockers(alg: Algorithm, model: nn.Module, ctx: TrainContext) -> list[str]:
     """Why the clients of `alg` on `model` cannot be trained together (empty list: they can)."""
     reasons = []
     if type(alg).__dict__.get("vectorizable") is not True:
-        reasons.append(f"algorithm {alg.name!r} ({type(alg).__name__}) does not support "
-                       "vectorised clients (FedAvg and FedProx do)")
-    if ctx.optimizer != "sgd":
-        reasons.append(f"train.optimizer={ctx.optimizer!r}: vectorised clients use SGD only")
-    buffers = [name for name, _ in model.named_buffers()]
-    if buffers:
-        shown = ", ".join(buffers[:3]) + (" ..." if len(buffers) > 3 else "")
-        reasons.append(f"the model has buffers ({shown}), e.g. BatchNorm running statistics; "
-                       "use model.norm=none or model.norm=gn")
+        reasons.append(f"algorithm {alg.name!r} ({type(alg).__name__}) does not state its local "
+                       "objective functionally (Algorithm.local_objective; FedAvg, FedProx, "
+                       "SCAFFOLD and MOON do)")
+    if ctx.optimizer not in OPTIMIZERS:
+        reasons.append(f"train.optimizer={ctx.optimizer!r}: vectorised clients support "
+                       f"{list(OPTIMIZERS)}")
     return reasons
 
 
@@ -125,10 +137,10 @@ def _vectorized_updates(alg: Algorithm, broadcast: Tensors,
                         ) -> Iterator[tuple[int, Upload, dict[str, Any]]]:
     for start in range(0, len(active), group):
         ids = active[start:start + group]
-        uploads = train_vectorized(alg, broadcast, [clients[c] for c in ids], ids, ctx,
-                                   model=model)
-        for cid, upload in zip(ids, uploads, strict=True):
-            yield cid, upload, client_states[cid]
+        results = train_vectorized(alg, broadcast, [clients[c] for c in ids], ids, ctx,
+                                   model=model, client_states=[client_states[c] for c in ids])
+        for cid, (upload, new_state) in zip(ids, results, strict=True):
+            yield cid, upload, new_state
 
 
 def _schedule(datas: Sequence[ClientData], client_ids: Sequence[int], ctx: TrainContext
@@ -161,13 +173,23 @@ def _schedule(datas: Sequence[ClientData], client_ids: Sequence[int], ctx: Train
     return idx.clamp_min(0), idx >= 0, seeds[0]
 
 
+def _stack(objectives: Sequence[LocalObjective], field: str, device: torch.device) -> Tensors:
+    """One of the objectives' tensor dicts, stacked along a leading client axis."""
+    first = getattr(objectives[0], field)
+    return {k: torch.stack([getattr(o, field)[k].detach() for o in objectives]).to(device)
+            for k in first}
+
+
 def train_vectorized(alg: Algorithm, broadcast: Tensors, datas: Sequence[ClientData],
                      client_ids: Sequence[int], ctx: TrainContext,
-                     model: nn.Module | None = None) -> list[Upload]:
-    """Train `datas` (one client each) from `broadcast` together; return their uploads.
+                     model: nn.Module | None = None,
+                     client_states: Sequence[dict[str, Any]] | None = None
+                     ) -> list[tuple[Upload, dict[str, Any]]]:
+    """Train `datas` (one client each) together; return every client's (upload, new state).
 
     Equivalent to `alg.client_update` on each client (see the module docstring for the
-    rate-encoder caveat). Raises `ValueError` when `vectorize_blockers` finds a reason.
+    rate-encoder caveat). `client_states` default to `{"client_id": id}`. Raises
+    `ValueError` when `vectorize_blockers` finds a reason.
     """
     if not datas:
         return []
@@ -175,18 +197,46 @@ def train_vectorized(alg: Algorithm, broadcast: Tensors, datas: Sequence[ClientD
     blockers = vectorize_blockers(alg, model, ctx)
     if blockers:
         raise ValueError("cannot vectorise clients: " + "; ".join(blockers))
-    device, C = ctx.device, len(datas)
-    model.load_state_dict(broadcast)
+    states = (list(client_states) if client_states is not None
+              else [{"client_id": c} for c in client_ids])
+    objectives = [alg.local_objective(broadcast, st, ctx) for st in states]
+    if any(o is None for o in objectives):
+        raise ValueError(f"algorithm {alg.name!r} gave no local objective for a client; "
+                         "set train.vectorize=off")
+    device, C, obj = ctx.device, len(datas), objectives[0]
+    model.load_state_dict(obj.start)
     model.train()
     model.to(device)
-    mu = alg.mu if isinstance(alg, FedProx) else 0.0
     named = dict(model.named_parameters())
-    names = [k for k, p in named.items() if p.requires_grad]
     frozen = {k: p.detach() for k, p in named.items() if not p.requires_grad}
-    anchors = {k: named[k].detach().clone() for k in names}
-    params = {k: anchors[k].unsqueeze(0).repeat(C, *([1] * anchors[k].dim())) for k in names}
-    momentum_buf: dict[str, torch.Tensor] = {}
+    starts = [{k: o.start[k] for k in named if k not in frozen} for o in objectives]
+    train = {"p/" + k: torch.stack([s[k].detach() for s in starts]).to(device) for k in starts[0]}
+    train.update({"e/" + k: v for k, v in _stack(objectives, "extra", device).items()})
+    buffers = {k: torch.stack([o.start[k] for o in objectives]).to(device)
+               for k, _ in model.named_buffers()}
+    consts = _stack(objectives, "consts", device)
+    grad_offset = {"p/" + k: v for k, v in _stack(objectives, "grad_offset", device).items()}
+    penalty = obj.penalty
 
+    def loss_fn(train: Tensors, bufs: Tensors, consts: Tensors, x: torch.Tensor,
+                y: torch.Tensor):
+        params = {k[2:]: v for k, v in train.items() if k.startswith("p/")}
+        extra = {k[2:]: v for k, v in train.items() if k.startswith("e/")}
+        bufs = {k: v.clone() for k, v in bufs.items()}  # BatchNorm updates them in place
+        features = None
+        if obj.features:
+            with capture_features(model) as box:
+                logits = functional_call(model, {**params, **frozen, **bufs}, (x,))
+            features = box["z"]
+        else:
+            logits = functional_call(model, {**params, **frozen, **bufs}, (x,))
+        loss = F.cross_entropy(logits, y)
+        if penalty is not None:
+            loss = loss + penalty(LocalStep(model, params, bufs, extra, consts, x, logits,
+                                            features))
+        return loss, (loss.detach(), (logits.argmax(1) == y).sum(), bufs)
+
+    step_grads = vmap(grad(loss_fn, has_aux=True), randomness="different")
     idx, mask, seed = _schedule(datas, client_ids, ctx)
     torch.manual_seed(seed)
     transforms = any(d.transform is not None for d in datas)
@@ -194,70 +244,96 @@ def train_vectorized(alg: Algorithm, broadcast: Tensors, datas: Sequence[ClientD
     y_all = torch.cat([d.y for d in datas])
     sizes = torch.tensor([len(d) for d in datas])
     offsets = torch.cumsum(sizes, 0) - sizes
-
-    def loss_fn(p: Tensors, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor):
-        logits = functional_call(model, {**p, **frozen}, (x,))
-        ce = F.cross_entropy(logits, y, reduction="none")
-        loss = (ce * w).sum() / w.sum().clamp_min(1.0)
-        if mu:
-            loss = loss + 0.5 * mu * sum(((p[k] - anchors[k]) ** 2).sum() for k in names)
-        correct = ((logits.argmax(1) == y) & (w > 0)).sum()
-        return loss, (loss.detach(), correct)
-
-    step_grads = vmap(grad(loss_fn, has_aux=True), randomness="different")
     total_loss = torch.zeros(C, dtype=torch.float64, device=device)
     correct = torch.zeros(C, dtype=torch.long, device=device)
-    steps = torch.zeros(C, dtype=torch.long, device=device)
+    opt: Tensors = {}
+    counts = mask.sum(2)  # [C, S] samples per client and step
     for s in range(idx.shape[1]):
-        sel, valid = idx[:, s], mask[:, s]
-        if x_all is not None:
-            xb = x_all[sel + offsets[:, None]]
-        else:
-            xb = torch.stack([_transformed(d, i_, v_)
-                              for d, i_, v_ in zip(datas, sel, valid, strict=True)])
-        yb = y_all[sel + offsets[:, None]]
-        valid = valid.to(device)
-        counts = valid.sum(1)
-        active = counts > 0
-        grads, (losses, hits) = step_grads(params, xb.to(device), yb.to(device),
-                                           valid.to(torch.float32))
-        _sgd_step(params, grads, momentum_buf, active, ctx, first=s == 0)
-        total_loss += losses.double() * counts
-        correct += hits
-        steps += active.long()
+        # clients whose minibatch has the same size train together (no padding, so BatchNorm
+        # statistics and the mean loss are exactly the serial ones); finished clients rest
+        for k in sorted(set(counts[:, s].tolist()) - {0}, reverse=True):
+            sub = (counts[:, s] == k).nonzero().flatten()
+            sel = idx[sub, s, :k]
+            if x_all is not None:
+                xb = x_all[sel + offsets[sub, None]]
+            else:
+                xb = torch.stack([_transformed(datas[int(i)], row)
+                                  for i, row in zip(sub, sel, strict=True)])
+            yb = y_all[sel + offsets[sub, None]].to(device)
+            whole = len(sub) == C
+            sub_d = sub.to(device)
+
+            def part(d: Tensors, whole: bool = whole, sub_d: torch.Tensor = sub_d) -> Tensors:
+                return d if whole else {key: v[sub_d] for key, v in d.items()}
+
+            grads, (losses, hits, new_bufs) = step_grads(part(train), part(buffers),
+                                                         part(consts), xb.to(device), yb)
+            for key, off in part(grad_offset).items():
+                grads[key] = grads[key] + off
+            new_train, new_opt = _optimizer_step(part(train), grads, part(opt), ctx, s)
+            for d, new in ((train, new_train), (opt, new_opt), (buffers, new_bufs)):
+                _scatter(d, new, None if whole else sub_d, C)
+            total_loss[sub_d] += losses.double() * k
+            correct[sub_d] += hits
 
     state_keys = list(model.state_dict().keys())
-    uploads = []
+    results = []
     for i, (data, cid) in enumerate(zip(datas, client_ids, strict=True)):
         seen = int(mask[i].sum())
-        tensors = {k: (params[k][i] if k in params else frozen[k]).detach().clone()
+        trained = {k: (train["p/" + k][i] if "p/" + k in train else
+                       buffers[k][i] if k in buffers else frozen[k]).detach().clone()
                    for k in state_keys}
+        extra = {k[2:]: v[i].detach().clone() for k, v in train.items() if k.startswith("e/")}
         metrics = {"train_loss": float(total_loss[i]) / seen, "train_acc": int(correct[i]) / seen,
-                   "steps": float(steps[i])}
-        uploads.append(Upload(cid, tensors, len(data), metrics))
-    return uploads
+                   "steps": float((counts[i] > 0).sum())}
+        upload, new_state = alg.finish_local(broadcast, states[i], data, ctx, trained, extra,
+                                             metrics)
+        upload.client_id = cid
+        results.append((upload, new_state))
+    return results
 
 
-def _transformed(data: ClientData, sel: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """One client's minibatch with its feature transform applied to the real rows only."""
-    x = data.x[sel[valid]]
-    x = data.transform(x) if data.transform is not None else x
-    pad = x.new_zeros((len(sel) - len(x), *x.shape[1:]))
-    return torch.cat([x, pad])
+def _scatter(into: Tensors, new: Tensors, rows: torch.Tensor | None, C: int) -> None:
+    """Write `new` (stacked over the clients `rows`; None: all `C`) into `into`."""
+    for key, v in new.items():
+        if rows is None:
+            into[key] = v
+            continue
+        old = into.get(key)
+        if old is None:
+            old = v.new_zeros((C, *v.shape[1:]))
+        into[key] = old.index_copy(0, rows, v)
 
 
-def _sgd_step(params: Tensors, grads: Tensors, bufs: dict[str, torch.Tensor],
-              active: torch.Tensor, ctx: TrainContext, first: bool) -> None:
-    """`torch.optim.SGD` (dampening 0, no Nesterov) on stacked parameters; inactive clients
-    (no minibatch this step) keep their parameters and momentum."""
+def _transformed(data: ClientData, sel: torch.Tensor) -> torch.Tensor:
+    """One client's minibatch with its feature transform applied."""
+    x = data.x[sel]
+    return data.transform(x) if data.transform is not None else x
+
+
+def _optimizer_step(params: Tensors, grads: Tensors, state: Tensors, ctx: TrainContext,
+                    step: int) -> tuple[Tensors, Tensors]:
+    """One step of `torch.optim.SGD` (dampening 0, no Nesterov) or `torch.optim.Adam`
+    (default betas and eps, L2 weight decay) on stacked parameters, all of which have taken
+    `step` steps before. Returns (new parameters, new optimiser state)."""
+    new_params: Tensors = {}
+    new_state: Tensors = {}
     for k, p in params.items():
-        keep = active.view(-1, *([1] * (p.dim() - 1)))
         g = grads[k]
         if ctx.weight_decay:
             g = g.add(p, alpha=ctx.weight_decay)
+        if ctx.optimizer == "adam":
+            m = state["m/" + k] if step else torch.zeros_like(p)
+            v = state["v/" + k] if step else torch.zeros_like(p)
+            m = m.lerp(g, 1 - ADAM_BETAS[0])
+            v = v.mul(ADAM_BETAS[1]).addcmul(g, g, value=1 - ADAM_BETAS[1])
+            new_state["m/" + k], new_state["v/" + k] = m, v
+            t = step + 1
+            denom = (v.sqrt() / math.sqrt(1 - ADAM_BETAS[1] ** t)).add(ADAM_EPS)
+            new_params[k] = p.addcdiv(m, denom, value=-ctx.lr / (1 - ADAM_BETAS[0] ** t))
+            continue
         if ctx.momentum:
-            buf = g.clone() if first else torch.where(keep, bufs[k].mul(ctx.momentum).add(g),
-                                                      bufs[k])
-            bufs[k] = buf
-            g = buf
-        params[k] = torch.where(keep, p.add(g, alpha=-ctx.lr), p)
+            g = g.clone() if step == 0 else state["b/" + k].mul(ctx.momentum).add(g)
+            new_state["b/" + k] = g
+        new_params[k] = p.add(g, alpha=-ctx.lr)
+    return new_params, new_state

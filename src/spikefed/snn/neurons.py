@@ -13,6 +13,8 @@ graph: gradients flow through the membrane and the spike output, not through the
 path. This is the common choice (snnTorch, SpikingJelly) and gives better-behaved gradients.
 
 No state survives between calls: ``forward`` starts from ``init_state`` every time.
+The multi-step forward of CUDA tensors runs fused (`spikefed.snn.fused`: the loop under
+``torch.compile``); this module's loop is the reference and the CPU path.
 Learnable ``beta``/``theta`` live in the single-input submodules :class:`Decay` and
 :class:`Threshold`; fixed ones are plain floats, so a default neuron has no parameters and
 no buffers in its ``state_dict``.
@@ -26,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from spikefed.snn.fused import fused_multistep, should_fuse
 from spikefed.snn.surrogate import get_surrogate
 
 RESETS = ("subtract", "zero", "none")
@@ -132,6 +135,12 @@ class LIF(SpikingNeuron):
         """``forward(x[T, B, ...]) -> spikes[T, B, ...]``; ``forward(x_t, v) -> (s_t, v_next)``."""
         if v is not None:
             return self._step(x, v)
+        if type(self)._step is LIF._step and should_fuse(x):
+            return fused_multistep(
+                x, self.init_state(x[0]),
+                self.decay.beta if self.decay is not None else self.beta,
+                self.thresh.theta if self.thresh is not None else self.threshold,
+                self.reset, self.surrogate, self.alpha, self.detach_reset)
         state = self.init_state(x[0])
         out = []
         for x_t in x:
