@@ -122,7 +122,8 @@ def _verify(path: Path, data: bytes) -> None:
     accepted = [checksums] + ([checksums["previous"]] if checksums.get("previous") else [])
     if not any(entry.get("sha256") == got["sha256"] for entry in accepted):
         expected = checksums.get("bytes")
-        what = (f"truncated ({got['bytes']} of {expected} bytes)"
+        what = (f"truncated or damaged ({got['bytes']} of {expected} bytes, and its SHA-256 "
+                "does not match the checksum file)"
                 if isinstance(expected, int) and got["bytes"] < expected else
                 "damaged (its SHA-256 does not match the checksum file)")
         raise CheckpointError(f"checkpoint {path} is {what}; {hint}")
