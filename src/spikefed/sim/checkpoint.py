@@ -95,7 +95,10 @@ def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
     data = buffer.getvalue()
     path = directory / CHECKPOINT_FILE
     try:
-        previous = _digest(path.read_bytes()) if path.is_file() else None
+        on_disk = _digest(path.read_bytes()) if path.is_file() else None
+        verified = on_disk is not None and on_disk["sha256"] in _accepted(
+            _read_checksums(directory))
+        previous = on_disk if verified else None  # never vouch for a damaged file
         manifest = {"file": CHECKPOINT_FILE, **_digest(data), "round": state.get("round"),
                     "previous": previous}
         atomic_write_bytes(directory / CHECKSUM_FILE, (json.dumps(manifest) + "\n").encode())
@@ -109,18 +112,26 @@ def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
     return path
 
 
+def _accepted(checksums: dict[str, Any] | None) -> set[str]:
+    """The SHA-256 digests a checksum file vouches for (the current and the replaced state)."""
+    if checksums is None:
+        return set()
+    entries = [checksums, checksums.get("previous")]
+    return {e["sha256"] for e in entries if isinstance(e, dict) and isinstance(e.get("sha256"),
+                                                                                 str)}
+
+
 def _verify(path: Path, data: bytes) -> None:
     checksums = _read_checksums(path.parent)
     hint = ("restart the run with `spikefed run CONFIG --out DIR --overwrite` (or restore the "
             "checkpoint folder from a backup)")
+    if not data:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); {hint}")
     if checksums is None:
         raise CheckpointError(f"checkpoint {path} has no readable checksum file "
                               f"{path.parent / CHECKSUM_FILE}, so it cannot be verified; {hint}")
-    if not data:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); {hint}")
     got = _digest(data)
-    accepted = [checksums] + ([checksums["previous"]] if checksums.get("previous") else [])
-    if not any(entry.get("sha256") == got["sha256"] for entry in accepted):
+    if got["sha256"] not in _accepted(checksums):
         expected = checksums.get("bytes")
         what = (f"truncated or damaged ({got['bytes']} of {expected} bytes, and its SHA-256 "
                 "does not match the checksum file)"
@@ -129,7 +140,7 @@ def _verify(path: Path, data: bytes) -> None:
         raise CheckpointError(f"checkpoint {path} is {what}; {hint}")
 
 
-def load_checkpoint(directory: str | Path, verify: bool = True) -> dict[str, Any]:
+def load_checkpoint(directory: str | Path) -> dict[str, Any]:
     """Load and verify `directory/state.pt` (a run directory's `checkpoint/` folder).
 
     Raises `CheckpointError` (a ValueError naming the file and what to do) when the file is
@@ -142,8 +153,7 @@ def load_checkpoint(directory: str | Path, verify: bool = True) -> dict[str, Any
         data = path.read_bytes()
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
-    if verify:
-        _verify(path, data)
+    _verify(path, data)
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
