@@ -34,14 +34,13 @@ def _resume_config(run_dir: Path, device: str | None, seed: int | None,
                                 "run to continue; start one with `spikefed run --out DIR`")
     try:
         saved = load_config(path)
-        if seed is not None and seed != saved.seed:
-            raise ValueError(f"--seed {seed} differs from seed {saved.seed} of the run in "
-                             f"{run_dir}; a resumed run keeps its seed: drop --seed, or start a "
-                             "new run with --out")
-        return _resolve(path, [], device, None, data_root)
     except ConfigError as exc:
         raise ConfigError(f"{exc}\n{path} is the saved config of the run in {run_dir}: restore "
                           "it, or start the run again with --overwrite") from None
+    if seed is not None and seed != saved.seed:
+        raise ValueError(f"--seed {seed} differs from seed {saved.seed} of the run in {run_dir}; "
+                         "a resumed run keeps its seed: drop --seed, or start a new run with --out")
+    return _resolve(path, [], device, None, data_root)
 
 
 def run_command(
