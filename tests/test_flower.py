@@ -167,6 +167,16 @@ def test_too_few_valid_uploads_fail_the_round(tmp_path) -> None:
     assert read_metrics(tmp_path / "metrics.jsonl") == []
 
 
+def test_diverging_training_stops_the_flower_run_too(tmp_path) -> None:
+    from spikefed.sim.divergence import DivergenceError
+
+    fed = _federation("data.num_clients=4", "train.clients_per_round=4", "train.rounds=1",
+                      "train.lr=10000")
+    with pytest.raises(DivergenceError, match="round 1, client"):
+        _run_flower(fed, tmp_path)
+    assert read_metrics(tmp_path / "metrics.jsonl") == []
+
+
 def test_each_node_gets_its_own_config_record() -> None:
     fed = _federation()
     strategy = SpikefedStrategy(fed)

@@ -9,14 +9,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from spikefed.energy import EnergyModel
 from spikefed.fl.registry import validate_params
+from spikefed.strict_numbers import RealNumbers
 
 
-class Strict(BaseModel):
-    """Base: unknown keys are errors, assignments are validated."""
+class Strict(RealNumbers):
+    """Base: unknown keys are errors, assignments are validated, numbers are real numbers
+    (no inf/nan, no booleans)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -104,6 +106,12 @@ class TrainConfig(Strict):
     straggler_prob: float = Field(0.0, ge=0, lt=1, description="chance a sampled client drops")
     min_clients: int = Field(1, ge=1, description="fewest valid uploads a round may aggregate")
     max_upload_bytes: int | None = Field(None, ge=1, description="reject larger client uploads")
+    divergence: Literal["stop", "skip_client"] = Field(
+        "stop", description="a client whose training loss is non-finite or exploding: stop the "
+        "run with an error, or skip_client (reject its upload, recorded in `rejected`)")
+    divergence_factor: float = Field(
+        100.0, gt=0, description="a training loss above this many times ln(num_classes) (a "
+        "uniform guess's cross-entropy) counts as exploding")
     eval_every: int = Field(1, ge=1)
     eval_clients: bool = True
     eval_batch_size: int = Field(500, ge=1)
@@ -147,6 +155,24 @@ class ExperimentConfig(Strict):
     train: TrainConfig = TrainConfig()
     energy: EnergyModel = EnergyModel()
     report: ReportConfig = ReportConfig()
+
+    @model_validator(mode="after")
+    def _check_round_sizes(self) -> ExperimentConfig:
+        """Rounds must be able to reach `train.min_clients` and draw `clients_per_round`."""
+        t = self.train
+        central = self.algorithm.name == "centralized"  # one client; sampling is clamped
+        clients = 1 if central else self.data.num_clients
+        if t.clients_per_round is not None and t.clients_per_round > clients and not central:
+            raise ValueError(f"train.clients_per_round={t.clients_per_round} exceeds the "
+                             f"{clients} client(s) of the federation (data.num_clients); lower it "
+                             "or raise data.num_clients")
+        per_round = min(t.clients_per_round or max(1, round(t.fraction * clients)), clients)
+        if t.min_clients > per_round:
+            raise ValueError(f"train.min_clients={t.min_clients} exceeds the {per_round} "
+                             "participant(s) a round can have (train.clients_per_round or "
+                             "train.fraction x data.num_clients), so the model would never be "
+                             "aggregated; lower train.min_clients or sample more clients")
+        return self
 
 
 class ConfigError(ValueError):
@@ -209,9 +235,21 @@ def load_config(path: str | Path | None = None,
             raise ConfigError(f"config file {path} does not exist; `spikefed config > my.yaml` "
                               "writes a template")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start} is "
+                              f"{exc.object[exc.start:exc.start + 1]!r}); is it a binary file? "
+                              "`spikefed config > my.yaml` writes a template") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        try:
+            raw = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if raw is None:
+            raise ConfigError(f"config file {path} is empty (or only comments); write `{{}}` in "
+                              "it to run the defaults, or `spikefed config > my.yaml` for a "
+                              "template")
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         source = str(path)

@@ -10,10 +10,12 @@ use; the per-spike cost is hardware specific and 0 by default: set it for your c
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from spikefed.strict_numbers import RealNumbers
 
 
-class EnergyModel(BaseModel):
+class EnergyModel(RealNumbers):
     """Per-event energies in picojoules."""
 
     model_config = ConfigDict(extra="forbid")

@@ -191,7 +191,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     recorder = Recorder(fed.algorithm) if job["kind"] != "plain" else None
     if recorder is not None:
         fed.algorithm = recorder
-    summary = Simulation(cfg, job["out"], federation=fed).run()
+    summary = Simulation(cfg, job["out"], federation=fed).run(overwrite=True)
     row = {"server_acc": summary["final_server_acc"],
            "client_acc_mean": summary["final_client_acc_mean"],
            "client_acc_std": summary["final_client_acc_std"],

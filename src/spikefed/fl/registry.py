@@ -15,6 +15,7 @@ from spikefed.fl.moon import Moon, MoonParams
 from spikefed.fl.scaffold import Scaffold, ScaffoldParams
 from spikefed.fl.snfl import SFedProxParams, SMoonParams, SnflParams, s_fedavg, s_fedprox, s_moon
 from spikefed.fl.solo import Solo
+from spikefed.strict_numbers import number_problems
 
 
 class NoParams(BaseModel):
@@ -50,6 +51,9 @@ def validate_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     """Validate `params` for algorithm `name`; errors name the key and the choices."""
     if name not in ALGORITHMS:
         raise ValueError(f"algorithm.name={name!r} is unknown; choose one of {sorted(ALGORITHMS)}")
+    problems = number_problems(ALGORITHMS[name].params, params, "algorithm.params.")
+    if problems:
+        raise ValueError("; ".join(problems))
     try:
         return ALGORITHMS[name].params(**params).model_dump()
     except ValidationError as err:

@@ -30,6 +30,7 @@ from spikefed.flower.records import (
     upload_from_reply,
 )
 from spikefed.report.metrics import MetricsLog
+from spikefed.sim.divergence import loss_limit, screen_losses
 from spikefed.sim.engine import sample_clients
 from spikefed.sim.evaluate import evaluate
 from spikefed.sim.validation import Rejection, UploadValidator, require_quorum
@@ -111,6 +112,8 @@ class SpikefedStrategy(Strategy):
                 rejected.append(Rejection(cid, reason))
         rejected += [Rejection(cid, "no reply before the round timeout")
                      for cid in self._sent if cid not in answered]
+        uploads = screen_losses(server_round, uploads, {}, rejected, self.cfg.train.divergence,
+                                loss_limit(len(self.fed.classes), self.cfg.train.divergence_factor))
         for r in rejected:
             log.warning("round %d: rejected client %d: %s", server_round, r.client, r.reason)
         uploads.sort(key=lambda u: u.client_id)  # aggregation order = in-process order

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from spikefed.report.metrics import read_metrics
+from spikefed.report.metrics import MetricsError, read_metrics
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -53,7 +53,7 @@ def _read_metrics_lenient(path: Path) -> list[dict[str, Any]]:
     """Records of a metrics file; a torn last line (a crash mid-write) is dropped."""
     try:
         return read_metrics(path)
-    except json.JSONDecodeError:
+    except MetricsError:
         records = []
         for line in path.read_text().splitlines():
             try:

@@ -21,8 +21,16 @@ from spikefed.fl.base import Tensors, Upload, payload_bytes
 from spikefed.report.metrics import MetricsLog
 from spikefed.report.plots import plot_curves
 from spikefed.report.sinks import publish_run, require_sinks
-from spikefed.sim.checkpoint import load_checkpoint, save_checkpoint
+from spikefed.sim.checkpoint import (
+    StateWriteError,
+    atomic_write_bytes,
+    load_checkpoint,
+    save_checkpoint,
+)
+from spikefed.sim.divergence import loss_limit, screen_losses
 from spikefed.sim.evaluate import evaluate
+from spikefed.sim.resume import check_checkpoint, check_metrics_complete
+from spikefed.sim.rundir import RunDirLock, check_fresh_start, clean_temporaries
 from spikefed.sim.validation import Rejection, UploadValidator, require_quorum
 from spikefed.sim.vectorized import client_updates
 
@@ -80,7 +88,7 @@ class Simulation:
         from spikefed.data import plot_partition
 
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.yaml").write_text(dump_config(self.cfg))
+        atomic_write_bytes(self.out / "config.yaml", dump_config(self.cfg).encode())
         plot_partition(self.fed.train_labels, self.fed.partitions, self.out / "partition.png",
                        classes=self.fed.classes)
 
@@ -93,10 +101,9 @@ class Simulation:
 
     def _restore(self) -> RunState:
         ckpt = load_checkpoint(self.out / "checkpoint")
-        if ckpt["config"] != self.cfg.model_dump(mode="json"):
-            raise ValueError(f"the checkpoint in {self.out} was written with a different config; "
-                             "resume with the run's own config.yaml")
-        self.metrics.truncate_after(ckpt["round"])
+        check_checkpoint(ckpt, self.cfg.model_dump(mode="json"), self.out / "checkpoint")
+        kept = self.metrics.truncate_after(ckpt["round"])
+        check_metrics_complete(kept, ckpt["round"], self.metrics.path)
         return RunState(ckpt["round"], ckpt["server_state"], ckpt["broadcast"],
                         ckpt["client_states"])
 
@@ -121,6 +128,8 @@ class Simulation:
         ctx = self.fed.train_context(r)
         active = [cid for cid in chosen if cid not in stragglers]
         uploads, new_states, rejected = self._train_clients(state, active, ctx, progress)
+        uploads = screen_losses(r, uploads, new_states, rejected, self.cfg.train.divergence,
+                                loss_limit(len(self.fed.classes), self.cfg.train.divergence_factor))
         for bad in rejected:
             log.warning("round %d: rejected client %d: %s", r, bad.client, bad.reason)
         require_quorum(r, len(uploads), self.cfg.train.min_clients, rejected)
@@ -219,21 +228,44 @@ class Simulation:
 
     # ----- whole run ----------------------------------------------------------------------
     def run(self, resume: bool = False, progress: ProgressFn | None = None,
-            stop_after: int | None = None) -> dict[str, Any]:
-        """Run (or resume) to `train.rounds`; `stop_after` ends early after that round."""
-        self._write_static_outputs()
-        state = self._restore() if resume else self._fresh_state()
-        if not resume:
-            self.metrics.path.unlink(missing_ok=True)
-        while state.round < self.cfg.train.rounds:
-            record = self.run_round(state, progress)
+            stop_after: int | None = None, overwrite: bool = False) -> dict[str, Any]:
+        """Run (or resume) to `train.rounds`; `stop_after` ends early after that round.
+
+        The run directory is locked for the duration (`RunDirError` if another process holds
+        it). A fresh run refuses a directory that already holds a run unless `overwrite`.
+        """
+        if resume and overwrite:
+            raise ValueError("resume=True continues a run and overwrite=True replaces it; "
+                             "choose one")
+        with RunDirLock(self.out):
+            clean_temporaries(self.out)
+            if resume:
+                state = self._restore()
+                self._write_static_outputs()
+            else:
+                check_fresh_start(self.out, overwrite)
+                self._write_static_outputs()
+                state = self._fresh_state()
+            while state.round < self.cfg.train.rounds:
+                record = self.run_round(state, progress)
+                self._persist(record, state)
+                if progress:
+                    progress("round", record)
+                if stop_after is not None and state.round >= stop_after:
+                    break
+            return self.finish()
+
+    def _persist(self, record: dict[str, Any], state: RunState) -> None:
+        """Append the round's metrics, then checkpoint; a write error leaves the last good
+        checkpoint in place (a metrics line without its checkpoint is dropped on resume)."""
+        try:
             self.metrics.append(record)
-            self._checkpoint(state)
-            if progress:
-                progress("round", record)
-            if stop_after is not None and state.round >= stop_after:
-                break
-        return self.finish()
+        except OSError as exc:
+            raise StateWriteError(exc.errno, f"could not append round {state.round} to "
+                                  f"{self.metrics.path}: {exc.strerror or exc}; the checkpoint "
+                                  f"of round {state.round - 1} is intact: free space and continue "
+                                  f"with `spikefed run --resume {self.out}`") from exc
+        self._checkpoint(state)
 
     def finish(self) -> dict[str, Any]:
         """Write summary.json, curves.png, report.html (and sinks) from the metrics so far."""
@@ -270,5 +302,6 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         "synops_per_sample": last.get("synops_per_sample"),
         "energy_per_sample_pj": last.get("energy_per_sample_pj"),
         "wall_s": sum(r["wall_s"] for r in records),
-        "finite": all(math.isfinite(r.get("train_loss_mean") or 0.0) for r in records),
+        "finite": all(math.isfinite(r.get("train_loss_mean") or 0.0) and not r.get("nonfinite")
+                      for r in records),
     }
