@@ -86,6 +86,15 @@ class TrainConfig(Strict):
     straggler_prob: float = Field(0.0, ge=0, lt=1, description="chance a sampled client drops")
     min_clients: int = Field(1, ge=1, description="fewest valid uploads a round may aggregate")
     max_upload_bytes: int | None = Field(None, ge=1, description="reject larger client uploads")
+    max_upload_abs: float | None = Field(
+        1e6, gt=0, description="reject uploads holding a float value of larger magnitude "
+        "(a sanity bound far above any trained weight; null: off)")
+    update_norm_bound: float | None = Field(
+        None, gt=0, description="bound on the L2 norm of a client's update, upload - broadcast "
+        "(null: off); see train.update_norm_policy")
+    update_norm_policy: Literal["reject", "clip"] = Field(
+        "reject", description="an update above train.update_norm_bound is rejected, or clipped "
+        "(scaled down to the bound)")
     eval_every: int = Field(1, ge=1)
     eval_clients: bool = True
     eval_batch_size: int = Field(500, ge=1)
