@@ -228,15 +228,17 @@ def _cache_path(path: Path, split: str, name: str) -> Path:
 
 
 def load_image_folder(path: Path, split: str, name: str, classes: list[str] | None = None,
-                      expected_size: int | None = None, use_cache: bool = True) -> ArrayDataset:
+                      expected_size: int | None = None, use_cache: bool = True,
+                      verify: bool = True) -> ArrayDataset:
     """Decode an image folder/zip (see `decode_images`) into an ArrayDataset.
 
-    A zip whose name has a documented SHA-256 (`spikefed.data.integrity`) is verified first.
+    A zip whose name has a documented SHA-256 (`spikefed.data.integrity`) is verified first
+    (`verify=False` skips it, for re-encoded copies).
     Decoded arrays of a zip are cached in the user cache dir (`$SPIKEFED_CACHE` or
     `~/.cache/spikefed`), keyed by the zip's path, size and mtime. `expected_size`, when
     given, is checked against the number of images found.
     """
-    if path.is_file():
+    if verify and path.is_file():
         verify_archive(path)
     cache = _cache_path(path, split, name) if use_cache and path.is_file() else None
     if cache is not None and cache.is_file():
