@@ -219,6 +219,10 @@ def test_magnitude_and_norm_bounds() -> None:
     capped = UploadValidator.for_model(FedAvg(), Net(), max_abs=100.0)
     up.tensors["fc.bias"] = torch.tensor([0.0, -1e30, 1.0])
     assert "magnitude 1e+30 > train.max_upload_abs=100" in capped.check(up)
+    # with the magnitude bound off, the norm bound alone still refuses 1e30 (float64 sums)
+    normed = UploadValidator.for_model(FedAvg(), Net(), norm_bound=1e6)
+    assert "update norm 1e+30 > train.update_norm_bound=1e+06" in normed.check(
+        up, broadcast=broadcast)
 
 
 def test_clip_policy_scales_the_update_to_the_bound() -> None:

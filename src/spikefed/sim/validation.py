@@ -16,13 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
 
 from spikefed.fl.base import Algorithm, Tensors, Upload
 from spikefed.sim.update_norm import clip_update, update_norm
+
+if TYPE_CHECKING:
+    from spikefed.config import TrainConfig
 
 NormPolicy = Literal["reject", "clip"]
 
@@ -114,7 +117,8 @@ class UploadValidator:
         return cls(expected, max_bytes, **bounds)
 
     @classmethod
-    def for_config(cls, algorithm: Algorithm, model: nn.Module, train: Any) -> UploadValidator:
+    def for_config(cls, algorithm: Algorithm, model: nn.Module,
+                   train: TrainConfig) -> UploadValidator:
         """The validator a run's `train` config section asks for."""
         return cls.for_model(algorithm, model, train.max_upload_bytes,
                              max_abs=train.max_upload_abs, norm_bound=train.update_norm_bound,
