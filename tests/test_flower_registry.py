@@ -136,3 +136,36 @@ def test_a_node_claiming_another_partition_later_is_rejected(tmp_path) -> None:
         [bad] = rec["rejected"]
         assert bad["client"] == 1 and "claims client-id=3" in bad["reason"]
     assert strategy.nodes[1] == 1001
+
+
+def test_replies_from_unbound_or_unasked_nodes_are_refused(tmp_path) -> None:
+    from flwr.app import MessageType
+
+    from spikefed.flower import SpikefedStrategy
+    from spikefed.flower.records import reply_content
+
+    fed = _federation()
+    strategy = SpikefedStrategy(fed)
+    grid = LocalGrid(make_client_app(federation=fed), 4)
+    honest = FedAvg()
+    ctx = fed.train_context(1)
+
+    def reply_from(node: int, cid: int) -> Message:
+        upload, _, _ = honest.client_update(strategy.broadcast, {"client_id": cid},
+                                            fed.clients[cid], ctx)
+        asked = Message(RecordDict(), dst_node_id=node, message_type=MessageType.TRAIN)
+        return Message(reply_content(upload), reply_to=asked)
+
+    with local_identity(grid.run.run_id):
+        strategy.configure_train(1, strategy.initial_arrays(), None, grid)
+        replies = [reply_from(1000, 0), reply_from(1000, 0), reply_from(4242, 1)]
+        strategy._sent = [0, 2]  # client 2 was asked but never answers
+        strategy.aggregate_train(1, [*replies, reply_from(1003, 3)])
+    reasons = {(r["client"], r["reason"]) for r in strategy.records[0]["rejected"]}
+    assert strategy.records[0]["uploads"] == 1
+    assert (0, "reply from node 1000 refused: the node holds client 0, which already "
+               "replied") in reasons
+    assert (-1, "reply from node 4242 refused: the node is bound to no partition") in reasons
+    assert (3, "reply from node 1003 refused: the node holds client 3, which was not sent "
+               "work this round") in reasons
+    assert (2, "no reply before the round timeout") in reasons
