@@ -177,8 +177,12 @@ def test_image_zip_and_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert len(list((tmp_path / "cache").glob("cifar10-train-*.npz"))) == 1
     again = load_dataset("cifar10", "train", tmp_path, verify=False)
     assert torch.equal(again.x, ds.x) and torch.equal(again.y, ds.y)
+    with pytest.raises(ValueError, match=r"cifar10_jpeg.zip is \d+ bytes, the documented "
+                                         r"archive is 53067488 bytes"):
+        load_dataset("cifar10", "train", tmp_path)  # checked before decoding (docs/data.md)
+    (tmp_path / "cifar10" / "cifar10_jpeg.zip").rename(tmp_path / "cifar10" / "cifar10_images.zip")
     with pytest.raises(ValueError, match="found 4 train images, expected 50000"):
-        load_dataset("cifar10", "train", tmp_path)
+        load_dataset("cifar10", "train", tmp_path)  # a zip without a documented hash
 
 
 def test_image_folder_generic(tmp_path: Path) -> None:

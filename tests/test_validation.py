@@ -193,3 +193,77 @@ def test_honest_uploads_of_every_algorithm_pass(tmp_path, name) -> None:
     rec = read_metrics(tmp_path / "metrics.jsonl")[0]
     assert rec["rejected"] == []
     assert rec["uploads"] == len(fed.clients)
+
+
+# ----- substance: sample counts, magnitudes, update norms, odd tensors ------------------------
+
+def test_num_samples_must_match_the_partition(validator) -> None:
+    up = _good()
+    assert validator.check(up, partition_size=10) is None
+    reason = validator.check(up, partition_size=9)
+    assert reason.startswith("num_samples=10 but the client's partition holds 9 samples")
+
+
+def test_magnitude_and_norm_bounds() -> None:
+    from spikefed.sim.update_norm import update_norm
+
+    up = _good()
+    broadcast = {k: v.clone() for k, v in up.tensors.items()}
+    up.tensors["fc.weight"] = broadcast["fc.weight"] + 3.0  # 12 entries moved by 3
+    assert update_norm(up.tensors, broadcast) == pytest.approx(6 * 3 ** 0.5)  # 10.39
+    assert UploadValidator.for_model(FedAvg(), Net(), norm_bound=10.5).check(
+        up, broadcast=broadcast) is None
+    reason = UploadValidator.for_model(FedAvg(), Net(), norm_bound=6.0).check(
+        up, broadcast=broadcast)
+    assert "update norm 10.39 > train.update_norm_bound=6" in reason
+    capped = UploadValidator.for_model(FedAvg(), Net(), max_abs=100.0)
+    up.tensors["fc.bias"] = torch.tensor([0.0, -1e30, 1.0])
+    assert "magnitude 1e+30 > train.max_upload_abs=100" in capped.check(up)
+    # with the magnitude bound off, the norm bound alone still refuses 1e30 (float64 sums)
+    normed = UploadValidator.for_model(FedAvg(), Net(), norm_bound=1e6)
+    assert "update norm 1e+30 > train.update_norm_bound=1e+06" in normed.check(
+        up, broadcast=broadcast)
+
+
+def test_clip_policy_scales_the_update_to_the_bound() -> None:
+    from spikefed.sim.update_norm import update_norm
+
+    up = _good(client=5)
+    broadcast = {k: v.clone() for k, v in up.tensors.items()}
+    up.tensors["fc.weight"] = broadcast["fc.weight"] + 3.0
+    clipper = UploadValidator.for_model(FedAvg(), Net(), norm_bound=2.0, norm_policy="clip")
+    verdict = clipper.judge(up, 5, broadcast=broadcast)
+    assert verdict.rejection is None and verdict.clip.client == 5
+    assert verdict.clip.norm == pytest.approx(6 * 3 ** 0.5) and verdict.clip.bound == 2.0
+    assert update_norm(verdict.upload.tensors, broadcast) == pytest.approx(2.0)
+    assert torch.equal(verdict.upload.tensors["steps"], up.tensors["steps"])  # ints untouched
+    small = Upload(6, {k: v.clone() for k, v in broadcast.items()}, 10)
+    small.tensors["fc.bias"] += 1.0  # norm sqrt(3) < 2
+    verdict = clipper.judge(small, 6, broadcast=broadcast)
+    assert verdict.clip is None and verdict.upload is small
+
+
+@pytest.mark.parametrize("value, expected", [
+    (torch.zeros(3, 4).to_sparse(), "has layout torch.sparse_coo (not dense)"),
+    (torch.zeros(3, 4, device="meta"), "is a meta tensor"),
+    (None, "is a NoneType, not a torch.Tensor"),
+    (torch.quantize_per_tensor(torch.zeros(3, 4), 0.1, 0, torch.qint8), "is quantized"),
+])
+def test_odd_tensors_are_rejected_not_raised(validator, value, expected) -> None:
+    up = _good(client=2)
+    up.tensors["fc.weight"] = value
+    verdict = validator.judge(up, 2, partition_size=10)
+    assert verdict.upload is None and verdict.rejection.client == 2
+    assert expected in verdict.rejection.reason, verdict.rejection.reason
+
+
+def test_judge_never_raises() -> None:
+    class Hostile(dict):
+        def __iter__(self):
+            raise RuntimeError("boom")
+
+    v = UploadValidator.for_model(FedAvg(), Net())
+    verdict = v.judge(Upload(1, Hostile(), 10), 1)
+    assert verdict.upload is None and "could not be checked (RuntimeError: boom)" in (
+        verdict.rejection.reason)
+    assert "client sent a str" in v.judge("weights", 4).rejection.reason

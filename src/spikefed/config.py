@@ -112,6 +112,15 @@ class TrainConfig(Strict):
     divergence_factor: float = Field(
         100.0, gt=0, description="a training loss above this many times ln(num_classes) (a "
         "uniform guess's cross-entropy) counts as exploding")
+    max_upload_abs: float | None = Field(
+        1e6, gt=0, description="reject uploads holding a float value of larger magnitude "
+        "(a sanity bound far above any trained weight; null: off)")
+    update_norm_bound: float | None = Field(
+        None, gt=0, description="bound on the L2 norm of a client's update, upload - broadcast "
+        "(null: off); see train.update_norm_policy")
+    update_norm_policy: Literal["reject", "clip"] = Field(
+        "reject", description="an update above train.update_norm_bound is rejected, or clipped "
+        "(scaled down to the bound)")
     eval_every: int = Field(1, ge=1)
     eval_clients: bool = True
     eval_batch_size: int = Field(500, ge=1)

@@ -40,6 +40,8 @@ def load_ann(source: Path, model: str | None, dataset: str | None, data_root: Pa
     from spikefed.data import dataset_info
     from spikefed.experiment import model_factory
     from spikefed.models import build_model
+    from spikefed.sim.checkpoint import load_checkpoint
+    from spikefed.tensorfile import load_tensor_file
 
     if source.is_dir():
         cfg_path, ckpt_path = source / "config.yaml", source / "checkpoint" / "state.pt"
@@ -47,10 +49,9 @@ def load_ann(source: Path, model: str | None, dataset: str | None, data_root: Pa
             raise FileNotFoundError(f"{source} is not a run directory: it needs config.yaml and "
                                     "checkpoint/state.pt (written by `spikefed run --out DIR`)")
         cfg = load_config(cfg_path)
-        state = _state_from_checkpoint(torch.load(ckpt_path, map_location="cpu",
-                                                  weights_only=False), ckpt_path)
+        state = _state_from_checkpoint(load_checkpoint(ckpt_path.parent), ckpt_path)
     elif source.is_file():
-        obj = torch.load(source, map_location="cpu", weights_only=False)
+        obj = load_tensor_file(source, "checkpoint or state_dict")
         cfg = None
         if isinstance(obj, dict) and "server_state" in obj:
             cfg = validate_config(obj["config"], str(source))

@@ -7,15 +7,16 @@ import io
 import os
 import pickle
 import tarfile
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .archives import open_zip, read_zip_member
 from .dataset import ArrayDataset, from_uint8
 from .files import cache_dir, candidate_dirs, md5
+from .integrity import verify_archive
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                    "truck"]
@@ -161,7 +162,7 @@ def _image_entries(path: Path, split: str) -> Iterator[tuple[str, str, bytes]]:
                 if f.suffix.lower() in IMAGE_SUFFIXES:
                     yield class_dir.name, f.name, f.read_bytes()
         return
-    with zipfile.ZipFile(path) as zf:
+    with open_zip(path) as zf:
         names = []
         for info in zf.infolist():
             parts = Path(info.filename).parts
@@ -170,7 +171,7 @@ def _image_entries(path: Path, split: str) -> Iterator[tuple[str, str, bytes]]:
             if Path(parts[-1]).suffix.lower() in IMAGE_SUFFIXES:
                 names.append((parts[-2], parts[-1], info.filename))
         for cls, fname, member in sorted(names):
-            yield cls, fname, zf.read(member)
+            yield cls, fname, read_zip_member(zf, path, member)
 
 
 def decode_images(path: Path, split: str,
@@ -185,8 +186,12 @@ def decode_images(path: Path, split: str,
     images: list[np.ndarray] = []
     class_names: list[str] = []
     for cls, fname, data in _image_entries(path, split):
-        with Image.open(io.BytesIO(data)) as img:
-            images.append(np.asarray(img.convert("RGB"), dtype=np.uint8))
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                images.append(np.asarray(img.convert("RGB"), dtype=np.uint8))
+        except (OSError, ValueError, SyntaxError) as err:  # PIL's errors for a broken image
+            raise ValueError(f"{path}: {split}/{cls}/{fname} is not a readable image "
+                             f"({type(err).__name__}: {err}); replace the damaged file") from None
         class_names.append(cls)
         if images[-1].shape != images[0].shape:
             raise ValueError(f"{path}: {split}/{cls}/{fname} is {images[-1].shape[:2]}, the first "
@@ -223,13 +228,18 @@ def _cache_path(path: Path, split: str, name: str) -> Path:
 
 
 def load_image_folder(path: Path, split: str, name: str, classes: list[str] | None = None,
-                      expected_size: int | None = None, use_cache: bool = True) -> ArrayDataset:
+                      expected_size: int | None = None, use_cache: bool = True,
+                      verify: bool = True) -> ArrayDataset:
     """Decode an image folder/zip (see `decode_images`) into an ArrayDataset.
 
+    A zip whose name has a documented SHA-256 (`spikefed.data.integrity`) is verified first
+    (`verify=False` skips it, for re-encoded copies).
     Decoded arrays of a zip are cached in the user cache dir (`$SPIKEFED_CACHE` or
     `~/.cache/spikefed`), keyed by the zip's path, size and mtime. `expected_size`, when
     given, is checked against the number of images found.
     """
+    if verify and path.is_file():
+        verify_archive(path)
     cache = _cache_path(path, split, name) if use_cache and path.is_file() else None
     if cache is not None and cache.is_file():
         with np.load(cache) as z:

@@ -6,12 +6,14 @@ Events are numpy structured arrays with fields ``t`` (µs, int64), ``x``, ``y`` 
 
 from __future__ import annotations
 
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .archives import iter_tar_members
+from .integrity import verify_archive
 
 EVENT_DTYPE = np.dtype([("t", np.int64), ("x", np.int16), ("y", np.int16), ("p", np.int8)])
 
@@ -101,17 +103,25 @@ def read_aedat(path: str | Path) -> np.ndarray:
     return decode_aedat2(raw)
 
 
+def _decode_member(archive: Path, name: str, raw: bytes) -> np.ndarray:
+    """:func:`decode_bs2` of one archive member; errors name the archive and the member."""
+    try:
+        return decode_bs2(raw)
+    except ValueError as err:
+        raise ValueError(f"{archive}, member {name}: {err}") from None
+
+
 def iter_bs2_tar(path: str | Path) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield ``(member name, events)`` for every ``.bs2`` file in a (gzipped) tar archive."""
+    """Yield ``(member name, events)`` for every ``.bs2`` file in a (gzipped) tar archive.
+
+    An archive with a documented SHA-256 (``spikefed.data.integrity``) is verified first.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"event archive {path} does not exist")
-    with tarfile.open(path) as tar:
-        for member in tar:
-            if member.isfile() and member.name.endswith(".bs2"):
-                f = tar.extractfile(member)
-                assert f is not None
-                yield member.name, decode_bs2(f.read())
+    verify_archive(path)
+    for name, raw in iter_tar_members(path, lambda n: n.endswith(".bs2")):
+        yield name, _decode_member(path, name, raw)
 
 
 def crop_events(events: np.ndarray, x0: int, y0: int, width: int, height: int) -> np.ndarray:
@@ -200,12 +210,14 @@ def read_labels(text: str) -> dict[int, int]:
 
 
 def load_nmnist_subset(archive: str | Path, split: str,
-                       classes: tuple[int, ...] | None = None
+                       classes: tuple[int, ...] | None = None, verify: bool = True
                        ) -> tuple[list[int], list[np.ndarray], np.ndarray]:
     """Read the N-MNIST subset archive (``NMNISTsmall.tar.gz``) without extracting it.
 
     ``split`` is ``"train"`` (labels ``train1K.txt``) or ``"test"`` (``test100.txt``). Returns
     sample ids, event arrays and labels, sorted by sample id, optionally filtered to ``classes``.
+    The archive's SHA-256 is verified first (``spikefed.data.integrity``); a damaged member
+    gives an error naming the archive and the member. ``verify=False`` skips the hash.
     """
     label_file = {"train": "train1K.txt", "test": "test100.txt"}.get(split)
     if label_file is None:
@@ -214,12 +226,12 @@ def load_nmnist_subset(archive: str | Path, split: str,
     if not archive.is_file():
         raise FileNotFoundError(f"N-MNIST archive {archive} does not exist; expected "
                                 "<data-root>/nmnist_small/NMNISTsmall.tar.gz")
+    if verify:
+        verify_archive(archive)
     files: dict[str, bytes] = {}
-    with tarfile.open(archive) as tar:                  # one sequential pass (gzip cannot seek)
-        for member in tar:
-            name = Path(member.name).name
-            if member.isfile() and name.endswith((".bs2", ".txt")):
-                files[name] = tar.extractfile(member).read()
+    members: dict[str, str] = {}
+    for member, raw in iter_tar_members(archive, lambda n: n.endswith((".bs2", ".txt"))):
+        files[Path(member).name], members[Path(member).name] = raw, member
     if label_file not in files:
         raise ValueError(f"{archive} has no {label_file}; is it the N-MNIST subset archive?")
     labels = read_labels(files[label_file].decode())
@@ -227,7 +239,7 @@ def load_nmnist_subset(archive: str | Path, split: str,
     missing = [f"{i}.bs2" for i in ids if f"{i}.bs2" not in files]
     if missing:
         raise FileNotFoundError(f"{archive} lacks {missing[:3]} listed in {label_file}")
-    events = [decode_bs2(files[f"{i}.bs2"]) for i in ids]
+    events = [_decode_member(archive, members[f"{i}.bs2"], files[f"{i}.bs2"]) for i in ids]
     return ids, events, np.array([labels[i] for i in ids], dtype=np.int64)
 
 

@@ -72,7 +72,8 @@ def _load_cifar10(root: Path, split: str, verify: bool) -> ArrayDataset:
         raise FileNotFoundError(f"cifar10: nothing found under {root}; put {_CIFAR10_FILES} in "
                                 f"{root / 'cifar10'}/ or pass --data-root")
     return load_image_folder(path, split, "cifar10", CIFAR10_CLASSES,
-                             expected_size=CIFAR10.size[split] if verify else None)
+                             expected_size=CIFAR10.size[split] if verify else None,
+                             verify=verify)
 
 
 def _mnist_names(fs: IdxFileSet) -> str:

@@ -37,6 +37,7 @@ from spikefed.privacy.event_victims import event_victims
 from spikefed.privacy.labels import multiset_accuracy
 from spikefed.privacy.statprior import statprior_attack
 from spikefed.privacy.threat import ThreatModel, flat, observe
+from spikefed.yamlfile import read_yaml_mapping
 
 AttackName = Literal["dlg", "idlg", "ig", "statprior"]
 
@@ -136,9 +137,7 @@ def load_attack_config(path: str | Path | None, overrides: list[str] | None = No
             raise FileNotFoundError(
                 f"attack config {path} does not exist; see configs/attack_*.yaml"
             )
-        raw = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"attack config {path} must hold a mapping at the top level")
+        raw = read_yaml_mapping(path, "attack config")
         source = str(path)
     raw = apply_overrides(raw, overrides or [])
     try:

@@ -5,6 +5,11 @@ algorithm's *broadcast*, which may differ from what clients upload (SNFL) and fr
 model (`Algorithm.server_model_state`). Clients are sampled exactly as in the in-process
 engine (`sample_clients`, seeded by experiment seed and round), each sampled client gets its
 own message (own ConfigRecord), and every reply is validated before aggregation.
+
+The server trusts nothing a node reports about itself beyond its first answer: each node id is
+bound to one partition on first contact (`NodeRegistry`), replies are accepted only from the
+node bound to a client sent work this round, and uploads are weighted by the partition size
+the server knows (a node's `num-examples` must equal it, or the upload is rejected).
 """
 
 from __future__ import annotations
@@ -29,11 +34,12 @@ from spikefed.flower.records import (
     train_content,
     upload_from_reply,
 )
+from spikefed.flower.registry import NodeRegistry
 from spikefed.report.metrics import MetricsLog
 from spikefed.sim.divergence import loss_limit, screen_losses
 from spikefed.sim.engine import sample_clients
 from spikefed.sim.evaluate import evaluate
-from spikefed.sim.validation import Rejection, UploadValidator, require_quorum
+from spikefed.sim.validation import Clip, Rejection, UploadValidator, require_quorum
 
 log = logging.getLogger("spikefed.flower")
 
@@ -47,11 +53,12 @@ class SpikefedStrategy(Strategy):
         self.cfg = federation.cfg
         model = federation.initial_model()
         self.server_state, self.broadcast = federation.algorithm.init_server(model)
-        self.validator = UploadValidator.for_model(federation.algorithm, model,
-                                                   self.cfg.train.max_upload_bytes)
+        self.validator = UploadValidator.for_config(federation.algorithm, model, self.cfg.train)
         self.metrics = MetricsLog(Path(out_dir) / "metrics.jsonl") if out_dir else None
         self.node_wait_s = node_wait_s
-        self.nodes: dict[int, int] = {}  # client id -> Flower node id
+        self.registry = NodeRegistry(len(federation.clients))
+        self._refused: set[int] = set()  # node ids that failed or were refused; never asked again
+        self._refusals: list[Rejection] = []  # registry refusals not yet in a round's record
         self.records: list[dict[str, Any]] = []
         self._sent: list[int] = []  # clients messaged this round
         self._bytes_down = 0
@@ -90,12 +97,21 @@ class SpikefedStrategy(Strategy):
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Validate replies, aggregate the valid ones, evaluate and log the round."""
         alg = self.fed.algorithm
-        client_of = {node: cid for cid, node in self.nodes.items()}
         uploads: list[Upload] = []
-        rejected: list[Rejection] = []
+        rejected: list[Rejection] = self._refusals
+        self._refusals = []
+        clipped: list[Clip] = []
         answered: set[int] = set()
         for msg in replies:
-            cid = client_of.get(msg.metadata.src_node_id, -1)
+            node = msg.metadata.src_node_id
+            cid = self.registry.partition(node)
+            if cid is None or cid not in self._sent or cid in answered:
+                why = ("is bound to no partition" if cid is None else
+                       f"holds client {cid}, which " + ("already replied" if cid in answered
+                                                        else "was not sent work this round"))
+                rejected.append(Rejection(-1 if cid is None else cid,
+                                          f"reply from node {node} refused: the node {why}"))
+                continue
             answered.add(cid)
             if msg.has_error():
                 rejected.append(Rejection(cid, f"client failed: {msg.error.reason}"))
@@ -105,17 +121,22 @@ class SpikefedStrategy(Strategy):
             except ValueError as exc:
                 rejected.append(Rejection(cid, f"malformed reply: {exc}"))
                 continue
-            reason = self.validator.check(upload)
-            if reason is None:
-                uploads.append(upload)
+            verdict = self.validator.judge(upload, cid, broadcast=self.broadcast,
+                                           partition_size=len(self.fed.clients[cid]))
+            if verdict.upload is not None:
+                uploads.append(verdict.upload)
+                clipped += [verdict.clip] if verdict.clip else []
             else:
-                rejected.append(Rejection(cid, reason))
+                rejected.append(verdict.rejection)
         rejected += [Rejection(cid, "no reply before the round timeout")
                      for cid in self._sent if cid not in answered]
         uploads = screen_losses(server_round, uploads, {}, rejected, self.cfg.train.divergence,
                                 loss_limit(len(self.fed.classes), self.cfg.train.divergence_factor))
         for r in rejected:
             log.warning("round %d: rejected client %d: %s", server_round, r.client, r.reason)
+        for c in clipped:
+            log.warning("round %d: clipped client %d's update from norm %.4g to %.4g",
+                        server_round, c.client, c.norm, c.bound)
         uploads.sort(key=lambda u: u.client_id)  # aggregation order = in-process order
         require_quorum(server_round, len(uploads), self.cfg.train.min_clients, rejected)
         aggregated = len(uploads) >= self.cfg.train.min_clients
@@ -129,6 +150,7 @@ class SpikefedStrategy(Strategy):
             "bytes_down": self._bytes_down,
             "train_loss_mean": _mean([u.metrics.get("train_loss") for u in uploads]),
             "rejected": [r.as_record() for r in rejected],
+            "clipped": [c.as_record() for c in clipped],
         }
         if server_round % self.cfg.train.eval_every == 0 or server_round == self.cfg.train.rounds:
             record.update(self._evaluate())
@@ -151,6 +173,11 @@ class SpikefedStrategy(Strategy):
         return None
 
     # ----- helpers --------------------------------------------------------------------------
+    @property
+    def nodes(self) -> dict[int, int]:
+        """The bound nodes as {client (partition) id: Flower node id}."""
+        return self.registry.nodes
+
     def server_model(self) -> Tensors | None:
         """The server model's state_dict now (None for algorithms without one)."""
         model = self.fed.algorithm.server_model(self.server_state, self.fed.model_fn)
@@ -172,7 +199,7 @@ class SpikefedStrategy(Strategy):
         """Ask every node which client it holds (once), waiting for all clients to connect."""
         wanted = len(self.fed.clients)
         deadline = time.monotonic() + self.node_wait_s
-        refused: set[int] = set()
+        refused = self._refused
         while len(self.nodes) < wanted:
             known = refused | set(self.nodes.values())
             new = [n for n in grid.get_node_ids() if n not in known]
@@ -180,22 +207,30 @@ class SpikefedStrategy(Strategy):
                                message_type=MessageType.QUERY) for n in new]
             wait = max(deadline - time.monotonic(), 1.0)
             for reply in grid.send_and_receive(queries, timeout=wait):
+                node = reply.metadata.src_node_id
                 if reply.has_error():
-                    refused.add(reply.metadata.src_node_id)
-                    log.warning("node %d cannot serve: %s", reply.metadata.src_node_id,
-                                reply.error.reason)
+                    refused.add(node)
+                    log.warning("node %d cannot serve: %s", node, reply.error.reason)
                     continue
-                pid = int(reply.content.config_records[CONFIG][PARTITION_ID])
-                if pid in self.nodes:
-                    raise ValueError(f"two SuperNodes claim partition-id={pid}; give each node "
-                                     "its own --node-config partition-id")
-                self.nodes[pid] = reply.metadata.src_node_id
+                claimed = _claimed_partition(reply)
+                reason = self.registry.bind(node, claimed)
+                if reason is not None:
+                    refused.add(node)
+                    log.warning("%s", reason)
+                    client = claimed if isinstance(claimed, int) else -1
+                    self._refusals.append(Rejection(client, f"node refused: {reason}"))
             if len(self.nodes) < wanted:
                 if time.monotonic() > deadline:
                     missing = sorted(set(range(wanted)) - set(self.nodes))
                     raise TimeoutError(f"after {self.node_wait_s:.0f} s no SuperNode holds "
                                        f"client(s) {missing}; start one per partition-id")
                 time.sleep(1.0)
+
+
+def _claimed_partition(reply: Message) -> Any:
+    """The partition id a query reply claims (whatever type the node sent; None if absent)."""
+    config = reply.content.config_records.get(CONFIG)
+    return None if config is None else config.get(PARTITION_ID)
 
 
 def _mean(values: list[float | None]) -> float | None:

@@ -50,11 +50,11 @@ def screen_losses(round_idx: int, uploads: list[Upload], new_states: dict[int, d
         if reason is None:
             kept.append(upload)
         elif policy == "stop":
-            kept = (f"its checkpoint and metrics.jsonl keep round {round_idx - 1}"
-                    if round_idx > 1 else "no round had been written")
+            written = (f"its checkpoint and metrics.jsonl keep round {round_idx - 1}"
+                       if round_idx > 1 else "no round had been written")
             raise DivergenceError(
                 f"round {round_idx}, client {upload.client_id}: {reason}; the run stopped and "
-                f"{kept}. Lower train.lr "
+                f"{written}. Lower train.lr "
                 "(or raise train.divergence_factor) and start again with --overwrite, or set "
                 "train.divergence=skip_client to reject such uploads and go on")
         else:

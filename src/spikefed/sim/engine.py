@@ -31,7 +31,7 @@ from spikefed.sim.divergence import loss_limit, screen_losses
 from spikefed.sim.evaluate import evaluate
 from spikefed.sim.resume import check_checkpoint, check_metrics_complete
 from spikefed.sim.rundir import RunDirLock, check_fresh_start, clean_temporaries
-from spikefed.sim.validation import Rejection, UploadValidator, require_quorum
+from spikefed.sim.validation import Clip, Rejection, UploadValidator, require_quorum
 from spikefed.sim.vectorized import client_updates
 
 log = logging.getLogger("spikefed.sim")
@@ -74,8 +74,7 @@ class Simulation:
         require_sinks(cfg.report)
         with torch.random.fork_rng(devices=[]):  # building a model must not move the RNG
             reference = self.fed.model_fn()
-        self.validator = UploadValidator.for_model(self.fed.algorithm, reference,
-                                                   cfg.train.max_upload_bytes)
+        self.validator = UploadValidator.for_config(self.fed.algorithm, reference, cfg.train)
 
     # ----- set-up -------------------------------------------------------------------------
     def _fresh_state(self) -> RunState:
@@ -127,11 +126,15 @@ class Simulation:
         chosen, stragglers = sample_clients(len(self.fed.clients), self.cfg, r)
         ctx = self.fed.train_context(r)
         active = [cid for cid in chosen if cid not in stragglers]
-        uploads, new_states, rejected = self._train_clients(state, active, ctx, progress)
+        uploads, new_states, rejected, clipped = self._train_clients(state, active, ctx,
+                                                                     progress)
         uploads = screen_losses(r, uploads, new_states, rejected, self.cfg.train.divergence,
                                 loss_limit(len(self.fed.classes), self.cfg.train.divergence_factor))
         for bad in rejected:
             log.warning("round %d: rejected client %d: %s", r, bad.client, bad.reason)
+        for clip in clipped:
+            log.warning("round %d: clipped client %d's update from norm %.4g to %.4g", r,
+                        clip.client, clip.norm, clip.bound)
         require_quorum(r, len(uploads), self.cfg.train.min_clients, rejected)
         state.client_states.update(new_states)
         bytes_down = payload_bytes(state.broadcast) * len(chosen) if alg.communicates else 0
@@ -149,6 +152,7 @@ class Simulation:
             "bytes_up": bytes_up, "bytes_down": bytes_down,
             "train_loss_mean": _mean([u.metrics.get("train_loss") for u in uploads]),
             "rejected": [bad.as_record() for bad in rejected],
+            "clipped": [clip.as_record() for clip in clipped],
         }
         if r % self.cfg.train.eval_every == 0 or r == self.cfg.train.rounds:
             record.update(self._eval_record(state, uploads))
@@ -157,16 +161,20 @@ class Simulation:
 
     def _train_clients(self, state: RunState, active: list[int], ctx: Any,
                        progress: ProgressFn | None
-                       ) -> tuple[list[Upload], dict[int, dict[str, Any]], list[Rejection]]:
+                       ) -> tuple[list[Upload], dict[int, dict[str, Any]], list[Rejection],
+                                  list[Clip]]:
         """Run the clients' updates; isolate clients that raise and reject invalid uploads.
 
-        Returns (valid uploads, their clients' new states, rejections). A client that raises
+        Returns (valid uploads, their clients' new states, rejections, clipped updates). Each
+        upload is judged against the client's partition size and the broadcast it trained
+        from (`UploadValidator.judge`, which never raises). A client that raises
         is reported and skipped; a batched (vectorised) failure is retried one client at a
         time so the blame lands on the right client.
         """
         uploads: list[Upload] = []
         new_states: dict[int, dict[str, Any]] = {}
         rejected: list[Rejection] = []
+        clipped: list[Clip] = []
         pending, mode = list(active), self.cfg.train.vectorize
         while pending:
             updates = client_updates(self.fed.algorithm, state.broadcast, state.client_states,
@@ -188,16 +196,17 @@ class Simulation:
                                                   f"{type(exc).__name__}: {exc}"))
                         pending = pending[done + 1:]
                     break
-                upload.client_id = cid
-                reason = self.validator.check(upload)
-                if reason is None:
-                    uploads.append(upload)
+                verdict = self.validator.judge(upload, cid, broadcast=state.broadcast,
+                                               partition_size=len(self.fed.clients[cid]))
+                if verdict.upload is not None:
+                    uploads.append(verdict.upload)
                     new_states[cid] = new_state
+                    clipped += [verdict.clip] if verdict.clip else []
                 else:
-                    rejected.append(Rejection(cid, reason))
+                    rejected.append(verdict.rejection)
                 if progress:
                     progress("client", {"round": ctx.round, "client": cid})
-        return uploads, new_states, rejected
+        return uploads, new_states, rejected, clipped
 
     def _eval_record(self, state: RunState, uploads: list[Upload]) -> dict[str, Any]:
         rec: dict[str, Any] = {}
