@@ -133,7 +133,7 @@ class Simulation:
                         r, len(uploads), self.cfg.train.min_clients)
         state.round = r
         record: dict[str, Any] = {
-            "round": r, "participants": len(chosen), "uploads": len(uploads),
+            "round": r, "lr": ctx.lr, "participants": len(chosen), "uploads": len(uploads),
             "stragglers": len(stragglers), "aggregated": aggregated,
             "bytes_up": bytes_up, "bytes_down": bytes_down,
             "train_loss_mean": _mean([u.metrics.get("train_loss") for u in uploads]),

@@ -57,6 +57,11 @@ def vectorize_blockers(alg: Algorithm, model: nn.Module, ctx: TrainContext) -> l
                        "vectorised clients (FedAvg and FedProx do)")
     if ctx.optimizer != "sgd":
         reasons.append(f"train.optimizer={ctx.optimizer!r}: vectorised clients use SGD only")
+    recipe = [k for k, on in (("data.augment", ctx.augment != "none"), ("train.amp", ctx.amp),
+                              ("train.channels_last", ctx.channels_last)) if on]
+    if recipe:
+        reasons.append(f"{', '.join(recipe)}: vectorised clients train without augmentation, "
+                       "autocast or channels-last; turn those off")
     buffers = [name for name, _ in model.named_buffers()]
     if buffers:
         shown = ", ".join(buffers[:3]) + (" ..." if len(buffers) > 3 else "")
