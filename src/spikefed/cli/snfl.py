@@ -31,22 +31,24 @@ def reproduce_snfl(
 ) -> None:
     """Reproduce SNFL (ANN clients, SNN server): accuracy tables, stragglers, number of
     clients, simulation length T, bias ablation and inference, backdoor detection."""
-    from spikefed.experiments.snfl import SCALES, default_workers, describe_plan, reproduce
+    from spikefed.experiments.snfl import describe_plan, reproduce
 
     names = [e.strip() for e in experiments.split(",") if e.strip()]
     root = str(data_root) if data_root else None
     with user_errors():
         described = describe_plan(scale, names, out, root, workers, boost=boost)
     cost = described["cost"]
-    typer.echo(f"plan: {cost['jobs']} runs at --scale {scale} on {described['device']}, "
-               f"{cost['workers']} at a time; estimated {cost['seconds'] / 60:.1f} min on one "
-               "H100/H200 (an estimate from issue 9's throughputs, not a measurement)")
+    line = (f"plan: {cost['jobs']} runs at --scale {scale} on {described['device']}, "
+            f"{cost['workers']} at a time")
+    if described["device"] != "cpu":
+        line += (f"; estimated {cost['seconds'] / 60:.1f} min on one H100/H200 (an estimate "
+                 "from issue 9's throughputs, not a measurement)")
+    typer.echo(line)
     if dry_run:
         for row in cost["per_job"]:
             units = sum(v for k, v in row.items() if k != "name")
             typer.echo(f"  {row['name']}: {units / 1e6:.2f} M training-image equivalents")
         return
-    workers = workers or default_workers(SCALES[scale])
     start = time.perf_counter()
     with user_errors(), progress_bar() as bar:
         task = bar.add_task("snfl runs", total=None, info=scale)

@@ -593,9 +593,11 @@ def _plot_backdoor(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def reproduce(scale: str | Scale, experiments: list[str], out: Path, data_root: str | None = None,
-              workers: int = 2, progress: Callable[[str, int], None] | None = None,
+              workers: int | None = None, progress: Callable[[str, int], None] | None = None,
               boost: float | None = None) -> dict[str, list[dict[str, Any]]]:
     """Run ``experiments`` at ``scale`` (name in SCALES, or a Scale); write reports to ``out``.
+
+    ``workers``: runs in parallel processes (default: ``default_workers(scale)``).
 
     ``boost`` overrides the scale's model-replacement boost of the backdoor experiment.
 
@@ -610,6 +612,7 @@ def reproduce(scale: str | Scale, experiments: list[str], out: Path, data_root: 
         raise ValueError(f"--scale {scale_name} runs on a CUDA GPU and none is visible here; "
                          "use --scale small on this machine (or --dry-run to see the plan)")
     all_jobs, unique = _plan_all(scale, experiments, out, data_root)
+    workers = workers or default_workers(scale)
     if progress:
         progress("total", len(unique))
     done: dict[str, dict[str, Any]] = {}
