@@ -42,6 +42,10 @@ class DataConfig(Strict):
     partition: PartitionConfig = PartitionConfig()
     feature_skew: FeatureSkewConfig | None = None
     test_subset: int | None = Field(None, ge=1, description="evaluate on the first N test samples")
+    augment: Literal["none", "auto", "crop_flip"] = Field(
+        "auto", description="training augmentation per minibatch: crop_flip (random crop with "
+        "4-pixel zero padding + horizontal flip), none, or auto (crop_flip for CIFAR-10/100, "
+        "none otherwise); never applied to test or calibration data")
 
 
 class NeuronConfig(Strict):
@@ -129,6 +133,39 @@ class TrainConfig(Strict):
         "functional local objective: FedAvg, FedProx, SCAFFOLD, MOON): "
         "off, auto (when per-client work is small), on (error if impossible)")
 
+    lr_schedule: Literal["constant", "step", "cosine"] = Field(
+        "constant", description="learning rate per round: constant, step (x lr_factor at each "
+        "of lr_milestones) or cosine (from lr down to lr_min over the rounds)")
+    lr_milestones: list[int] = Field(default_factory=list,
+                                     description="rounds at which `step` multiplies the rate")
+    lr_factor: float = Field(0.1, gt=0, le=1, description="`step` decay factor per milestone")
+    lr_warmup_rounds: int = Field(0, ge=0, description="linear warm-up rounds before the "
+                                  "schedule (any schedule)")
+    lr_min: float = Field(0.0, ge=0, description="final rate of `cosine`")
+    amp: bool = Field(False, description="bf16 autocast in local training (CUDA only)")
+    channels_last: bool = Field(False, description="channels-last memory format for conv "
+                                "models and image batches in local training")
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> TrainConfig:
+        ms = self.lr_milestones
+        if self.lr_schedule == "step" and not ms:
+            raise ValueError("train.lr_schedule=step needs train.lr_milestones, the rounds at "
+                             "which the rate is multiplied by train.lr_factor, e.g. [61, 96]")
+        if ms and self.lr_schedule != "step":
+            raise ValueError(f"train.lr_milestones={ms} only applies to train.lr_schedule=step "
+                             f"(got {self.lr_schedule!r}); remove it or set the schedule to step")
+        if any(m < 1 for m in ms) or any(b <= a for a, b in zip(ms, ms[1:], strict=False)):
+            raise ValueError(f"train.lr_milestones={ms} must be rounds >= 1 in increasing "
+                             "order, e.g. [61, 96]")
+        if self.lr_warmup_rounds >= self.rounds:
+            raise ValueError(f"train.lr_warmup_rounds={self.lr_warmup_rounds} must be smaller "
+                             f"than train.rounds={self.rounds}")
+        if self.lr_schedule == "cosine" and self.lr_min >= self.lr:
+            raise ValueError(f"train.lr_min={self.lr_min} must be below train.lr={self.lr} for "
+                             "the cosine schedule")
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def _vectorize_from_yaml(cls, data: Any) -> Any:
@@ -181,6 +218,13 @@ class ExperimentConfig(Strict):
                              "participant(s) a round can have (train.clients_per_round or "
                              "train.fraction x data.num_clients), so the model would never be "
                              "aggregated; lower train.min_clients or sample more clients")
+        return self
+
+    @model_validator(mode="after")
+    def _check_amp_device(self) -> ExperimentConfig:
+        if self.train.amp and self.device == "cpu":
+            raise ValueError("train.amp=true needs a CUDA GPU (bf16 autocast) but device='cpu'; "
+                             "set train.amp=false or device=cuda")
         return self
 
 

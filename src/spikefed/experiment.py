@@ -15,8 +15,10 @@ from torch import nn
 
 from spikefed.config import ExperimentConfig
 from spikefed.data import feature_skew, load_dataset, partition
+from spikefed.data.augment import resolve_augment
 from spikefed.fl.base import Algorithm, ClientData, TrainContext
 from spikefed.fl.registry import build_algorithm
+from spikefed.fl.schedule import scheduled_lr
 from spikefed.models import build_model
 
 
@@ -58,11 +60,30 @@ class Federation:
         return self.model_fn()
 
     def train_context(self, round_idx: int) -> TrainContext:
+        """The clients' training context of round `round_idx` (rate from the lr schedule)."""
         t = self.cfg.train
         return TrainContext(model_fn=self.model_fn, local_epochs=t.local_epochs,
-                            batch_size=t.batch_size, lr=t.lr, momentum=t.momentum,
-                            weight_decay=t.weight_decay, optimizer=t.optimizer,
-                            device=self.device, seed=self.cfg.seed, round=round_idx)
+                            batch_size=t.batch_size, lr=round_lr(self.cfg, round_idx),
+                            momentum=t.momentum, weight_decay=t.weight_decay,
+                            optimizer=t.optimizer, device=self.device, seed=self.cfg.seed,
+                            round=round_idx,
+                            augment=resolve_augment(self.cfg.data.augment, self.cfg.data.dataset),
+                            amp=t.amp, channels_last=t.channels_last)
+
+
+def round_lr(cfg: ExperimentConfig, round_idx: int) -> float:
+    """The learning rate clients train with in round `round_idx` (train.lr_schedule)."""
+    t = cfg.train
+    return scheduled_lr(max(1, round_idx), t.lr, t.rounds, t.lr_schedule,
+                        milestones=t.lr_milestones, factor=t.lr_factor,
+                        warmup=t.lr_warmup_rounds, min_lr=t.lr_min)
+
+
+def check_recipe(cfg: ExperimentConfig, device: torch.device) -> None:
+    """Reject recipe options the resolved device cannot honour (`train.amp` off CUDA)."""
+    if cfg.train.amp and device.type != "cuda":
+        raise ValueError(f"train.amp=true needs a CUDA GPU (bf16 autocast), but device="
+                         f"{cfg.device!r} resolved to {device.type}; set train.amp=false")
 
 
 def model_factory(cfg: ExperimentConfig, in_shape: tuple[int, ...], num_classes: int,
@@ -92,6 +113,8 @@ def build_federation(cfg: ExperimentConfig,
                      model: Callable[..., nn.Module] | None = None) -> Federation:
     """Load data, split it across clients and build the model factory and algorithm;
     ``model``: your own network factory instead of ``cfg.model.name`` (see `model_factory`)."""
+    device = resolve_device(cfg.device)
+    check_recipe(cfg, device)
     train = load_dataset(cfg.data.dataset, "train", cfg.data.root)
     test = load_dataset(cfg.data.dataset, "test", cfg.data.root)
     if cfg.data.test_subset is not None:
@@ -114,4 +137,4 @@ def build_federation(cfg: ExperimentConfig,
     model_fn = model_factory(cfg, train.in_shape, train.num_classes, model)
     algorithm = build_algorithm(cfg.algorithm.name, cfg.algorithm.params)
     return Federation(cfg, clients, parts, labels, list(train.classes), test.x, test.y, model_fn,
-                      algorithm, resolve_device(cfg.device))
+                      algorithm, device)

@@ -104,6 +104,10 @@ def convert_command(
                                           help="folder holding the data sets"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto"),
     seed: int = typer.Option(0, "--seed", help="seed for picking calibration images"),
+    per_channel: bool = typer.Option(False, "--per-channel",
+                                     help="one threshold per output channel, not per layer"),
+    batch_size: int = typer.Option(500, "--batch-size", min=1,
+                                   help="test images per SNN evaluation batch (memory)"),
 ) -> None:
     """Convert a trained ANN to SNNs for several T and calibrations; write CSV, table, plot."""
     from rich.table import Table
@@ -135,13 +139,19 @@ def convert_command(
         ann.to(dev)
         with progress_bar() as bar:
             task = bar.add_task("convert", total=len(Ts) * len(calibs), info="")
+            images = bar.add_task("test images", total=n_test, info="")
 
             def on_row(row: dict[str, Any]) -> None:
                 bar.update(task, advance=1,
-                           info=f"{row['calibration']} T={row['T']}: {row['accuracy']:.4f}")
+                           info=f"{row['calibration']} T={row['T']}: {row['accuracy']:.4f} "
+                                f"({row['seconds']:.1f} s)")
+
+            def on_batch(done: int, total: int) -> None:
+                bar.update(images, completed=done, total=total)
 
             rows = accuracy_vs_T(ann, calib_x, test.x[:n_test], test.y[:n_test], Ts, calibs,
-                                 threshold=threshold, progress=on_row)
+                                 threshold=threshold, progress=on_row, batch_progress=on_batch,
+                                 batch_size=batch_size, per_channel=per_channel)
     table = Table("T", *calibs, title=f"test accuracy (ANN {rows[0]['ann_accuracy']:.4f})")
     acc = {(r["T"], r["calibration"]): r["accuracy"] for r in rows}
     for t in sorted(set(Ts)):
@@ -149,7 +159,8 @@ def convert_command(
     console.print(table)
     write_csv(rows, out / "conversion.csv")
     header = (f"# ANN -> SNN conversion of `{source}`\n\n{ds_name}: {n_test} test images, "
-              f"{len(calib_x)} calibration images (seed {seed}).\n\n")
+              f"{len(calib_x)} calibration images (seed {seed}), "
+              f"{'per-channel' if per_channel else 'per-layer'} thresholds.\n\n")
     (out / "conversion.md").write_text(header + markdown_table(rows))
     plot_accuracy_vs_T(rows, out / "accuracy_vs_T.png", title=f"{source.name} ({ds_name})")
     typer.echo(f"results: {out}")

@@ -87,6 +87,9 @@ def run_command(
             def on_event(kind: str, rec: dict[str, Any]) -> None:
                 if kind == "client":
                     bar.update(clients, advance=1, info=f"client {rec['client']}")
+                elif kind == "eval":  # server evaluation, batch by batch
+                    bar.update(clients, completed=rec["done"], total=rec["total"],
+                               info="server evaluation (test images)")
                 else:
                     acc = rec.get("server_acc")
                     info = f"acc {acc:.3f}" if acc is not None else ""

@@ -12,24 +12,44 @@ from spikefed.cli.report import write_results_page
 
 
 def reproduce_snfl(
-    scale: str = typer.Option("small", "--scale", help="small (CPU, mnist-mini) or full "
-                              "(ResNet-20, CIFAR-10, T=256; needs a GPU and --data-root)"),
+    scale: str = typer.Option("small", "--scale", help="small (CPU, mnist-mini), gpu (Table 1 "
+                              "cut to ~10 min on one H100/H200: ResNet-20, CIFAR-10, needs "
+                              "CUDA and --data-root) or full (the paper's setting)"),
     experiments: str = typer.Option("table,stragglers,clients,T,bias,backdoor", "--experiments",
                                     help="comma-separated subset of "
                                          "table,stragglers,clients,T,bias,backdoor"),
     out: Path = typer.Option(Path("runs/snfl"), "--out", help="output folder"),
     data_root: Path | None = typer.Option(None, "--data-root", envvar="SPIKEFED_DATA",
                                           help="folder holding the data sets (full scale)"),
-    workers: int = typer.Option(2, "--workers", min=1, help="runs in parallel (processes)"),
+    workers: int | None = typer.Option(None, "--workers", min=1,
+                                       help="runs in parallel (processes; default 4 at "
+                                            "--scale gpu, else 2)"),
     boost: float | None = typer.Option(
         None, "--boost", help="backdoor: boost of the scaled model replacement run, compared "
         "with data poisoning only (default clients/attackers; 1: no boosted run)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the jobs and the estimated "
+                                 "cost, run nothing"),
 ) -> None:
     """Reproduce SNFL (ANN clients, SNN server): accuracy tables, stragglers, number of
     clients, simulation length T, bias ablation and inference, backdoor detection."""
-    from spikefed.experiments.snfl import reproduce
+    from spikefed.experiments.snfl import describe_plan, reproduce
 
     names = [e.strip() for e in experiments.split(",") if e.strip()]
+    root = str(data_root) if data_root else None
+    with user_errors():
+        described = describe_plan(scale, names, out, root, workers, boost=boost)
+    cost = described["cost"]
+    line = (f"plan: {cost['jobs']} runs at --scale {scale} on {described['device']}, "
+            f"{cost['workers']} at a time")
+    if described["device"] != "cpu":
+        line += (f"; estimated {cost['seconds'] / 60:.1f} min on one H100/H200 (an estimate "
+                 "from issue 9's throughputs, not a measurement)")
+    typer.echo(line)
+    if dry_run:
+        for row in cost["per_job"]:
+            units = sum(v for k, v in row.items() if k != "name")
+            typer.echo(f"  {row['name']}: {units / 1e6:.2f} M training-image equivalents")
+        return
     start = time.perf_counter()
     with user_errors(), progress_bar() as bar:
         task = bar.add_task("snfl runs", total=None, info=scale)
@@ -40,9 +60,10 @@ def reproduce_snfl(
             else:
                 bar.advance(task, n)
 
-        reproduce(scale, names, out, str(data_root) if data_root else None, workers,
-                  on_progress, boost=boost)
+        reproduce(scale, names, out, root, workers, on_progress, boost=boost)
     typer.echo(f"results in {out} ({time.perf_counter() - start:.0f} s)")
+    if "table" in names:
+        typer.echo((out / "table" / "results.md").read_text())
     for name in names:
         typer.echo(f"  {out / name / 'results.md'}")
     typer.echo(write_results_page(out))

@@ -13,7 +13,12 @@ from spikefed.convert.convert import (
 )
 from spikefed.convert.neuron import ConvertedIF
 from spikefed.convert.sweep import accuracy_vs_T, predict
-from spikefed.convert.threshold import THRESHOLD_METHODS, clip_quantize, find_threshold
+from spikefed.convert.threshold import (
+    THRESHOLD_METHODS,
+    clip_quantize,
+    find_channel_thresholds,
+    find_threshold,
+)
 from spikefed.convert.trace import Structure, trace_structure
 
 __all__ = [
@@ -26,6 +31,7 @@ __all__ = [
     "bn_pairs",
     "clip_quantize",
     "convert_ann_to_snn",
+    "find_channel_thresholds",
     "find_threshold",
     "fold_bn",
     "fold_bn_tensors",

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from spikefed.convert.bn import _set_submodule, fold_bn
 from spikefed.convert.neuron import ConvertedIF
 from spikefed.convert.record import ann_activations, preactivation, snn_rates
-from spikefed.convert.threshold import THRESHOLD_METHODS, find_threshold
+from spikefed.convert.threshold import THRESHOLD_METHODS, find_channel_thresholds, find_threshold
 from spikefed.convert.trace import Structure, trace_structure
 from spikefed.snn.neurons import SpikingNeuron
 
@@ -45,7 +45,7 @@ class ConvertedSNN:
     """A converted SNN: ``model`` runs ``T`` steps on static images and returns mean logits."""
 
     model: nn.Module
-    thresholds: dict[str, float]
+    thresholds: dict[str, float | Tensor]
     T: int
     report: dict[str, Any] = field(default_factory=dict)
 
@@ -63,13 +63,14 @@ def _check_ann(ann: nn.Module) -> None:
 def spiking_copy(
     ann: nn.Module,
     T: int,
-    thresholds: dict[str, float] | None = None,
+    thresholds: dict[str, float | Tensor] | None = None,
     *,
     half_init: bool = True,
 ) -> nn.Module:
     """The SNN structure of zoo ``ann`` without calibration: BN folded, each ``nn.ReLU``
-    replaced by a :class:`ConvertedIF` (threshold from ``thresholds``, default 1.0; initial
-    membrane ``theta/2`` if ``half_init``), direct input coding, ``T`` steps, step order.
+    replaced by a :class:`ConvertedIF` (threshold from ``thresholds``, default 1.0, a float or
+    a 1-D tensor of per-channel thresholds; initial membrane ``theta/2`` if ``half_init``),
+    direct input coding, ``T`` steps, step order.
 
     Also the template to load a converted SNN's ``state_dict`` into.
     """
@@ -84,8 +85,9 @@ def spiking_copy(
         raise ValueError(f"thresholds given for {unknown}, which are not activation modules; "
                          f"the model has {structure.acts}")
     for name in structure.acts:
-        theta = float(thresholds.get(name, 1.0))
-        if not theta > 0.0:
+        theta = thresholds.get(name, 1.0)
+        theta = theta.detach().cpu().float() if isinstance(theta, Tensor) else float(theta)
+        if not bool(torch.all(torch.as_tensor(theta) > 0.0)):
             raise ValueError(f"threshold of {name!r} is {theta!r}; thresholds must be > 0")
         neuron = ConvertedIF(theta, structure.shapes[name], theta / 2 if half_init else 0.0,
                              pool=structure.pools.get(name))
@@ -114,7 +116,7 @@ def _channel_mean(e: Tensor) -> Tensor:
 
 
 def _calibrate_weights(
-    snn: nn.Module, x: Tensor, name: str, feeds: list[str], target: Tensor, theta: float,
+    snn: nn.Module, x: Tensor, name: str, feeds: list[str], target: Tensor, theta: Tensor,
     T: int, steps: int, lr: float,
 ) -> dict[str, float]:
     rates, inputs = snn_rates(snn, x, T, stop=name, inputs_of=feeds)
@@ -124,7 +126,7 @@ def _calibrate_weights(
 
     def loss() -> Tensor:
         h = preactivation(snn, x, name, rates, inputs)
-        return torch.mean((h.clamp(0.0, theta) - target) ** 2)
+        return torch.mean((torch.minimum(h.clamp_min(0.0), theta) - target) ** 2)
 
     with torch.enable_grad():
         before = float(loss().detach())
@@ -154,7 +156,7 @@ def _calibrate_layer(
     if not feeds:
         return info
     neuron = snn.get_submodule(name)
-    theta = float(neuron.output_scale)
+    theta = neuron.output_scale.detach()
     if "weight" in steps:
         info.update(_calibrate_weights(snn, x, name, feeds, target, theta, T, wc_steps, wc_lr))
     rates, _ = snn_rates(snn, x, T, stop=name)
@@ -191,6 +193,7 @@ def convert_ann_to_snn(
     grid: int = 100,
     wc_steps: int = 100,
     wc_lr: float = 1e-4,
+    per_channel: bool = False,
 ) -> ConvertedSNN:
     """Convert zoo ANN ``ann`` to a calibrated IF-neuron SNN simulated for ``T`` steps.
 
@@ -198,6 +201,8 @@ def convert_ann_to_snn(
     ``threshold``: ``mmse`` | ``max`` | ``percentile``. ``calibration``: ``none`` |
     ``bias`` (SNFL's BC only) | ``light`` (bias + potential) | ``advanced`` (weight + bias +
     potential). ``grid``: MMSE candidates. ``wc_steps``/``wc_lr``: Adam for weight calibration.
+    ``per_channel``: one threshold per output channel (searched on that channel's activations)
+    instead of one per layer.
     """
     if threshold not in THRESHOLD_METHODS:
         raise ValueError(f"threshold={threshold!r} is unknown; choose one of "
@@ -219,15 +224,18 @@ def convert_ann_to_snn(
     x = calib_x.to(device=p.device, dtype=p.dtype)
     targets = ann_activations(ann, x)
     structure = trace_structure(ann)
+    search = find_channel_thresholds if per_channel else find_threshold
     thresholds = {
-        name: find_threshold(targets[name], T, threshold, percentile=percentile,
-                             half_init=half_init, grid=grid)
+        name: search(targets[name], T, threshold, percentile=percentile, half_init=half_init,
+                     grid=grid)
         for name in structure.acts
     }
     snn = spiking_copy(ann, T, thresholds, half_init=half_init)
     layers = []
     for name in structure.acts:
-        row: dict[str, Any] = {"name": name, "threshold": thresholds[name],
+        theta = thresholds[name]
+        row: dict[str, Any] = {"name": name,
+                               "threshold": theta.tolist() if per_channel else theta,
                                "max_activation": float(targets[name].max())}
         row.update(_calibrate_layer(snn, x, structure, name, targets[name], T,
                                     _STEPS[calibration], wc_steps, wc_lr))
@@ -235,6 +243,7 @@ def convert_ann_to_snn(
     report = {
         "T": T, "threshold": threshold, "calibration": calibration,
         "steps": list(_STEPS[calibration]), "half_init": bool(half_init),
+        "per_channel": bool(per_channel),
         "percentile": percentile if threshold == "percentile" else None,
         "calib_samples": len(x), "bn_folded": len(structure.bn_pairs), "layers": layers,
         "seconds": time.perf_counter() - start,

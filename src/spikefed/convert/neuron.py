@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from spikefed.snn.neurons import IF
 
 State = tuple[Tensor, Tensor]
 
 
+def channel_view(values: Tensor, sample_dims: int) -> Tensor:
+    """Per-channel ``values [C]`` shaped to broadcast over one sample ``[C, *spatial]``."""
+    return values.reshape(-1, *([1] * (sample_dims - 1)))
+
+
 class ConvertedIF(IF):
     """IF neuron (beta = 1, reset by subtraction) emitting spikes of amplitude ``theta``.
 
-    State-dict entries: ``thresh.theta`` (the threshold, a scalar) and ``v0`` (the initial
-    membrane potential per neuron, shaped like one sample's input, e.g. ``[C, H, W]``).
+    State-dict entries: ``thresh.theta`` (the threshold: a scalar, or per channel ``[C, 1, 1]``
+    / ``[F]`` when ``threshold`` is a 1-D tensor) and ``v0`` (the initial membrane potential
+    per neuron, shaped like one sample's input, e.g. ``[C, H, W]``).
     Emitting ``theta * s`` keeps the next layer's weights equal to the (BN-folded) ANN
     weights, as in SNFL Eq. 5, so ``W_S`` stays invertible to ``W_A`` on the server.
 
@@ -27,10 +33,23 @@ class ConvertedIF(IF):
     spike trains would overestimate it). Gradients pass straight through the gating.
     """
 
-    def __init__(self, threshold: float, shape: tuple[int, ...], v0: float = 0.0,
-                 pool: tuple[int, int, int] | None = None) -> None:
-        super().__init__(threshold=threshold, reset="subtract", learn_threshold=True)
-        self.register_buffer("v0", torch.full(tuple(shape), float(v0)))
+    def __init__(self, threshold: float | Tensor, shape: tuple[int, ...],
+                 v0: float | Tensor = 0.0, pool: tuple[int, int, int] | None = None) -> None:
+        theta = torch.as_tensor(threshold, dtype=torch.float32).detach()
+        per_channel = theta.dim() > 0
+        super().__init__(threshold=1.0 if per_channel else float(theta), reset="subtract",
+                         learn_threshold=True)
+        shape = tuple(shape)
+        if per_channel:
+            if theta.dim() != 1 or len(theta) != shape[0]:
+                raise ValueError(f"per-channel threshold of shape {tuple(theta.shape)} does not "
+                                 f"match the {shape[0]} channels of neuron shape {shape}")
+            assert self.thresh is not None
+            self.thresh.theta = nn.Parameter(channel_view(theta.clone(), len(shape)))
+        start = torch.as_tensor(v0, dtype=torch.float32).detach()
+        if start.dim() == 1:
+            start = channel_view(start, len(shape))
+        self.register_buffer("v0", torch.zeros(shape) + start)
         self.pool = pool
 
     @property
@@ -62,5 +81,7 @@ class ConvertedIF(IF):
         return s * self.output_scale, (v, n_next)
 
     def extra_repr(self) -> str:
-        return (f"threshold={float(self.output_scale):.4g}, v0_shape={tuple(self.v0.shape)}, "
-                f"pool={self.pool}")
+        theta = self.output_scale
+        shown = (f"{float(theta):.4g}" if theta.numel() == 1
+                 else f"per-channel x{theta.numel()} (mean {float(theta.mean()):.4g})")
+        return f"threshold={shown}, v0_shape={tuple(self.v0.shape)}, pool={self.pool}"

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 COLUMNS = ("T", "calibration", "threshold", "accuracy", "ann_accuracy", "agreement",
-           "convert_s", "eval_s")
+           "convert_s", "eval_s", "seconds")
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
@@ -42,6 +42,14 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     for T in Ts:
         cells = [f"{100 * acc[(T, c)]:.2f}" if (T, c) in acc else "-" for c in calibs]
         lines.append(f"| {T} | " + " | ".join(cells) + " |")
+    seconds = {(r["T"], r["calibration"]): r.get("seconds") for r in rows}
+    if any(v is not None for v in seconds.values()):
+        lines += ["", "Seconds per cell (conversion + test-set evaluation):", "",
+                  "| T | " + " | ".join(calibs) + " |", "|---:|" + "---:|" * len(calibs)]
+        for T in Ts:
+            cells = [f"{seconds[(T, c)]:.1f}" if seconds.get((T, c)) is not None else "-"
+                     for c in calibs]
+            lines.append(f"| {T} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

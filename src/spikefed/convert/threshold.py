@@ -60,3 +60,22 @@ def find_threshold(
         if err < best_err:
             best, best_err = theta, err
     return best
+
+
+def find_channel_thresholds(
+    a: Tensor,
+    T: int,
+    method: str = "mmse",
+    *,
+    percentile: float = 99.99,
+    half_init: bool = True,
+    grid: int = 100,
+) -> Tensor:
+    """One threshold per channel (dimension 1 of ``a [N, C, ...]``) by :func:`find_threshold`
+    on that channel's activations; a channel that never activates gets 1.0."""
+    if a.dim() < 2:
+        raise ValueError(f"per-channel thresholds need activations [N, C, ...]; got shape "
+                         f"{tuple(a.shape)}")
+    per = a.detach().transpose(0, 1).reshape(a.shape[1], -1)
+    return torch.tensor([find_threshold(row, T, method, percentile=percentile,
+                                        half_init=half_init, grid=grid) for row in per])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -73,6 +74,18 @@ class Scale:
     #: only); None: clients / attackers (Bagdasaryan et al.'s n/eta with eta = 1, shared by the
     #: attackers); 1: no boosted run.
     backdoor_boost: float | None = None
+    #: seeds of the accuracy table (mean ± std over them when there are several)
+    seeds: tuple[int, ...] = (0,)
+    #: data.augment of every run (None: the config default, `auto`)
+    augment: str | None = None
+    #: rounds at which the learning rate is multiplied by 0.1 (empty: constant rate)
+    lr_milestones: tuple[int, ...] = ()
+    #: partition of the non-IID table rows: label skew `dirichlet` or the paper's `quantity`
+    #: skew (client i gets a Dir(beta) share q_i of the data, SNFL Sec. 5.2)
+    non_iid: str = "dirichlet"
+    #: evaluate every client's ANN on the test set (the paper's client-accuracy rows)
+    eval_clients: bool = True
+    eval_batch_size: int = 500
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -91,6 +104,31 @@ SCALES: dict[str, Scale] = {
                   table_clients=(5, 10, 15), table_betas=(0.5, 1.0, 2.0), straggler_clients=60,
                   straggler_fractions=(0.1, 0.2, 0.5, 0.7, 1.0), client_counts=(5, 10, 15, 60),
                   T_values=(64, 128, 192, 256, 320), backdoor_rounds=20),
+    # Table 1's CIFAR-10 rows cut to fit one H100/H200 in about 10 minutes (an estimate, see
+    # `estimate_cost`): 10 clients, IID and the paper's quantity skew Dir(0.5); 5 rounds x 1
+    # local epoch (paper: 100 x 5) with x0.1 at round 4 (paper: at 61 and 96 of 100); server
+    # SNN T = 32 (paper: 256); 64 calibration images per client; crop+flip augmentation;
+    # batch 128 (paper: not stated); two seeds; table jobs 4 at a time (`GPU_WORKERS`).
+    "gpu": Scale(dataset="cifar10", model="resnet20", T=32, rounds=5, local_epochs=1,
+                 lr=0.1, batch_size=128, weight_decay=1e-5, calib_size=64,
+                 max_train_per_client=None, test_subset=None, device="cuda",
+                 table_clients=(10,), table_betas=(0.5,), straggler_clients=10,
+                 straggler_fractions=(0.2, 0.5, 1.0), client_counts=(10,), T_values=(32,),
+                 backdoor_rounds=5, seeds=(0, 1), augment="crop_flip", lr_milestones=(4,),
+                 non_iid="quantity", eval_clients=True, eval_batch_size=1000),
+}
+
+#: jobs run concurrently on the one GPU by default at the `gpu` scale (ResNet-20 at batch 128
+#: is launch-bound, so a few processes share the GPU better than one)
+GPU_WORKERS = 4
+
+#: SNFL's reported server accuracy (%) on CIFAR-10 with 10 clients: Table 1 (IID) and Table 2
+#: (Dir(0.5) quantity skew). SOLO has no server model.
+PAPER_SERVER_ACC: dict[str, dict[str, float]] = {
+    "IID": {"fedavg": 92.2, "s-fedavg": 95.3, "fedprox": 91.6, "s-fedprox": 95.1,
+            "moon": 92.8, "s-moon": 94.6},
+    "Dir(0.5)": {"fedavg": 88.67, "s-fedavg": 86.88, "fedprox": 89.97, "s-fedprox": 93.88,
+                 "moon": 90.95, "s-moon": 93.38},
 }
 
 
@@ -113,15 +151,21 @@ def make_config(scale: Scale, name: str, method: str, num_clients: int, beta: fl
         "data": {"dataset": scale.dataset, "root": data_root, "num_clients": num_clients,
                  "test_subset": scale.test_subset,
                  "partition": {"scheme": "iid"} if beta is None else
-                 {"scheme": "dirichlet", "beta": beta, "min_size": 10}},
+                 {"scheme": scale.non_iid, "beta": beta, "min_size": 10}},
         "model": {"name": scale.model, "spiking": False, "norm": "bn",
                   "kwargs": {"bias": True}},
         "algorithm": {"name": method, "params": params},
         "train": {"rounds": rounds, "local_epochs": scale.local_epochs, "lr": scale.lr,
                   "momentum": 0.9, "weight_decay": scale.weight_decay,
                   "batch_size": scale.batch_size, "fraction": fraction,
-                  "eval_every": eval_every or rounds},
+                  "eval_every": eval_every or rounds, "eval_clients": scale.eval_clients,
+                  "eval_batch_size": scale.eval_batch_size},
     }
+    if scale.augment is not None:
+        raw["data"]["augment"] = scale.augment
+    milestones = [m for m in scale.lr_milestones if m <= rounds]
+    if milestones:
+        raw["train"].update(lr_schedule="step", lr_milestones=milestones, lr_factor=0.1)
     return validate_config(raw, f"snfl experiment {name}")
 
 
@@ -288,8 +332,10 @@ def _job(scale: Scale, out: Path, cfg: ExperimentConfig, row: dict[str, Any],
             "max_train": scale.max_train_per_client, "row": row, "kind": kind, **extra}
 
 
-def _setting(n: int, beta: float | None) -> str:
-    return f"{n} clients, " + ("IID" if beta is None else f"Dir({beta})")
+def _setting(n: int, beta: float | None, non_iid: str = "dirichlet") -> str:
+    if beta is None:
+        return f"{n} clients, IID"
+    return f"{n} clients, " + ("" if non_iid == "dirichlet" else f"{non_iid} ") + f"Dir({beta})"
 
 
 def backdoor_boost(scale: Scale) -> float:
@@ -310,11 +356,14 @@ def plan(experiment: str, scale: Scale, out: Path, data_root: str | None) -> lis
     if experiment == "table":
         settings = [(n, None) for n in scale.table_clients]
         settings += [(10, b) for b in scale.table_betas]
-        for n, beta in settings:
-            tag = f"n{n}-" + ("iid" if beta is None else f"dir{beta}")
-            for m in METHODS:
-                cfg = mk(scale, f"table-{m}-{tag}", m, n, beta, data_root)
-                jobs.append(_job(scale, out, cfg, {"setting": _setting(n, beta), "method": m}))
+        for seed in scale.seeds:
+            suffix = f"-s{seed}" if len(scale.seeds) > 1 else ""
+            for n, beta in settings:
+                tag = f"n{n}-" + ("iid" if beta is None else f"dir{beta}")
+                for m in METHODS:
+                    cfg = mk(scale, f"table-{m}-{tag}{suffix}", m, n, beta, data_root, seed=seed)
+                    jobs.append(_job(scale, out, cfg, {"setting": _setting(n, beta, scale.non_iid),
+                                                       "method": m, "seed": seed}))
     elif experiment == "stragglers":
         for frac in scale.straggler_fractions:
             for m in ("fedavg", "s-fedavg"):
@@ -382,28 +431,91 @@ def write_rows(rows: list[dict[str, Any]], directory: Path, title: str, note: st
     (directory / "results.md").write_text("\n".join(lines) + "\n")
 
 
+def _cells(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Rows grouped by (setting, method): one row per seed."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["setting"], r["method"]), []).append(r)
+    return groups
+
+
+def _pct(values: list[float | None]) -> tuple[float, float, int] | None:
+    """Mean and std (over seeds) in percent and how many values; None when there are none."""
+    vals = [100 * v for v in values if v is not None]
+    return (float(np.mean(vals)), float(np.std(vals)), len(vals)) if vals else None
+
+
 def table_markdown(rows: list[dict[str, Any]]) -> str:
-    """Paper-style Table 1/2: methods as columns, client mean +- std and server accuracy."""
+    """Paper-style Table 1/2: methods as columns, client mean +- std and server accuracy.
+
+    Client cells: mean over seeds of the client-ANN mean ± the std across clients (as the
+    paper); server cells: one seed's value, or mean ± std over seeds when there are several.
+    """
     settings = list(dict.fromkeys(r["setting"] for r in rows))
     head = "| setting | " + " | ".join(METHODS) + " |\n|" + "---|" * (len(METHODS) + 1)
     out = ["## Client accuracy (mean ± std of client ANNs)", "", head]
-    by = {(r["setting"], r["method"]): r for r in rows}
+    by = _cells(rows)
     for s in settings:
         cells = []
         for m in METHODS:
-            r = by.get((s, m))
-            cells.append("-" if r is None or r["client_acc_mean"] is None else
-                         f"{100 * r['client_acc_mean']:.1f}±{100 * r['client_acc_std']:.1f}")
+            group = by.get((s, m), [])
+            mean = _pct([r["client_acc_mean"] for r in group])
+            spread = _pct([r["client_acc_std"] for r in group])
+            cells.append("-" if mean is None or spread is None else
+                         f"{mean[0]:.1f}±{spread[0]:.1f}")
         out.append(f"| {s} | " + " | ".join(cells) + " |")
-    out += ["", "## Server accuracy (S-*: the aggregated SNN)", "", head]
+    out += ["", "## Server accuracy (S-*: the aggregated SNN; ± over seeds)", "", head]
     for s in settings:
         cells = []
         for m in METHODS:
-            r = by.get((s, m))
-            cells.append("/" if r is None or r["server_acc"] is None else
-                         f"{100 * r['server_acc']:.1f}")
+            acc = _pct([r["server_acc"] for r in by.get((s, m), [])])
+            cells.append("/" if acc is None else f"{acc[0]:.1f}" if acc[2] == 1 else
+                         f"{acc[0]:.1f}±{acc[1]:.1f}")
         out.append(f"| {s} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
+
+
+def _verdict(base: tuple[float, float, int], snfl: tuple[float, float, int]) -> str:
+    diff = snfl[0] - base[0]
+    if min(base[2], snfl[2]) < 2:
+        return "higher (one seed)" if diff > 0 else "not higher (one seed)"
+    noise = base[1] + snfl[1]
+    if diff > noise:
+        return "yes"
+    if diff < -noise:
+        return "no (lower)"
+    return "within seed noise"
+
+
+def paper_comparison(rows: list[dict[str, Any]], clients: int = 10) -> str:
+    """Our server accuracy beside SNFL's Table 1/2 (CIFAR-10, `clients` clients), and per
+    pair whether our numbers support "the S-variant beats its base" (difference beyond the
+    sum of the two seed stds)."""
+    by = _cells(rows)
+    out = []
+    for label, paper in PAPER_SERVER_ACC.items():
+        setting = f"{clients} clients, {label}"
+        if not any(s == setting for s, _ in by):
+            continue
+        seeds = sorted({r.get("seed", 0) for r in rows if r["setting"] == setting})
+        out += [f"## {setting}: server accuracy (%), ours vs SNFL (seeds {seeds})", "",
+                "| method | ours | paper |", "|---|---:|---:|"]
+        for m in METHODS:
+            acc = _pct([r["server_acc"] for r in by.get((setting, m), [])])
+            ours = "/" if acc is None else f"{acc[0]:.1f} ± {acc[1]:.1f}"
+            out.append(f"| {m} | {ours} | {paper.get(m, '/')} |")
+        out += ["", "| pair | ours: S − base | paper: S − base | S beats base (ours) |",
+                "|---|---:|---:|---|"]
+        for base_name in ("fedavg", "fedprox", "moon"):
+            base = _pct([r["server_acc"] for r in by.get((setting, base_name), [])])
+            snfl = _pct([r["server_acc"] for r in by.get((setting, "s-" + base_name), [])])
+            if base is None or snfl is None:
+                continue
+            gap = paper["s-" + base_name] - paper[base_name]
+            out.append(f"| s-{base_name} vs {base_name} | {snfl[0] - base[0]:+.1f} | "
+                       f"{gap:+.1f} | {_verdict(base, snfl)} |")
+        out.append("")
+    return "\n".join(out)
 
 
 def _plot(rows: list[dict[str, Any]], x: str, path: Path, title: str) -> None:
@@ -425,14 +537,17 @@ def _plot(rows: list[dict[str, Any]], x: str, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def report(experiment: str, rows: list[dict[str, Any]], out: Path, scale_name: str) -> None:
-    """Write the experiment's tables (and plot)."""
+def report(experiment: str, rows: list[dict[str, Any]], out: Path, scale_name: str,
+           dataset: str | None = None) -> None:
+    """Write the experiment's tables (and plot); on CIFAR-10 the table sits beside the paper's."""
     d = out / experiment
     note = f"scale: {scale_name}. Accuracies are fractions of the test set."
     if experiment == "table":
         write_rows(rows, d, "SNFL Tables 1/2: accuracy", note)
-        (d / "results.md").write_text(f"# SNFL Tables 1/2 ({scale_name} scale)\n\n"
-                                      + table_markdown(rows))
+        text = f"# SNFL Tables 1/2 ({scale_name} scale)\n\n" + table_markdown(rows)
+        if dataset == "cifar10":
+            text += "\n" + paper_comparison(rows)
+        (d / "results.md").write_text(text)
     elif experiment in ("stragglers", "clients", "T"):
         x = {"stragglers": "fraction", "clients": "clients", "T": "T"}[experiment]
         write_rows(rows, d, f"SNFL {experiment}", note)
@@ -478,15 +593,53 @@ def _plot_backdoor(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def reproduce(scale: str | Scale, experiments: list[str], out: Path, data_root: str | None = None,
-              workers: int = 2, progress: Callable[[str, int], None] | None = None,
+              workers: int | None = None, progress: Callable[[str, int], None] | None = None,
               boost: float | None = None) -> dict[str, list[dict[str, Any]]]:
     """Run ``experiments`` at ``scale`` (name in SCALES, or a Scale); write reports to ``out``.
+
+    ``workers``: runs in parallel processes (default: ``default_workers(scale)``).
 
     ``boost`` overrides the scale's model-replacement boost of the backdoor experiment.
 
     ``progress(event, n)`` is called with ``('total', n_jobs)`` once, then ``('done', 1)``
     after each finished run.
     """
+    scale_name, scale = _resolve_scale(scale, experiments, boost)
+    if scale.dataset != "mnist-mini" and data_root is None and not os.environ.get("SPIKEFED_DATA"):
+        raise ValueError(f"--scale {scale_name} reads {scale.dataset} from local files; pass "
+                         "--data-root DIR (or set SPIKEFED_DATA)")
+    if scale.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--scale {scale_name} runs on a CUDA GPU and none is visible here; "
+                         "use --scale small on this machine (or --dry-run to see the plan)")
+    all_jobs, unique = _plan_all(scale, experiments, out, data_root)
+    workers = workers or default_workers(scale)
+    if progress:
+        progress("total", len(unique))
+    done: dict[str, dict[str, Any]] = {}
+    if workers <= 1:
+        for key, j in unique.items():
+            done[key] = run_job(j)
+            if progress:
+                progress("done", 1)
+    else:
+        # CUDA cannot be used in forked children: start fresh interpreters for GPU jobs
+        context = multiprocessing.get_context("spawn" if scale.device == "cuda" else None)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = {key: pool.submit(run_job, j) for key, j in unique.items()}
+            for key, f in futures.items():
+                done[key] = f.result()
+                if progress:
+                    progress("done", 1)
+    results: dict[str, list[dict[str, Any]]] = {e: [] for e in experiments}
+    for e, j in all_jobs:
+        results[e].append({**j["row"], **done[_run_key(j)]})
+    for e in experiments:
+        report(e, results[e], out, scale_name, dataset=scale.dataset)
+    return results
+
+
+def _resolve_scale(scale: str | Scale, experiments: list[str], boost: float | None
+                   ) -> tuple[str, Scale]:
     if isinstance(scale, str):
         if scale not in SCALES:
             raise ValueError(f"--scale={scale!r} is unknown; choose one of {sorted(SCALES)}")
@@ -498,35 +651,38 @@ def reproduce(scale: str | Scale, experiments: list[str], out: Path, data_root: 
     unknown = sorted(set(experiments) - set(EXPERIMENTS))
     if unknown:
         raise ValueError(f"--experiments {unknown} unknown; choose from {list(EXPERIMENTS)}")
-    if scale.dataset != "mnist-mini" and data_root is None and not os.environ.get("SPIKEFED_DATA"):
-        raise ValueError(f"--scale {scale_name} reads {scale.dataset} from local files; pass "
-                         "--data-root DIR (or set SPIKEFED_DATA)")
-    plans = {e: plan(e, scale, out, data_root) for e in experiments}
-    all_jobs = [(e, j) for e, jobs in plans.items() for j in jobs]
+    return scale_name, scale
+
+
+def _plan_all(scale: Scale, experiments: list[str], out: Path, data_root: str | None
+              ) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, dict[str, Any]]]:
+    """Every (experiment, job) pair and the distinct jobs among them (identical runs, e.g.
+    table and clients at n=10, run once)."""
+    all_jobs = [(e, j) for e in experiments for j in plan(e, scale, out, data_root)]
     unique: dict[str, dict[str, Any]] = {}
-    for _, j in all_jobs:  # identical runs (e.g. table and clients at n=10) run once
+    for _, j in all_jobs:
         unique.setdefault(_run_key(j), j)
-    if progress:
-        progress("total", len(unique))
-    done: dict[str, dict[str, Any]] = {}
-    if workers <= 1:
-        for key, j in unique.items():
-            done[key] = run_job(j)
-            if progress:
-                progress("done", 1)
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {key: pool.submit(run_job, j) for key, j in unique.items()}
-            for key, f in futures.items():
-                done[key] = f.result()
-                if progress:
-                    progress("done", 1)
-    results: dict[str, list[dict[str, Any]]] = {e: [] for e in experiments}
-    for e, j in all_jobs:
-        results[e].append({**j["row"], **done[_run_key(j)]})
-    for e in experiments:
-        report(e, results[e], out, scale_name)
-    return results
+    return all_jobs, unique
+
+
+def describe_plan(scale: str | Scale, experiments: list[str], out: Path,
+                  data_root: str | None = None, workers: int | None = None,
+                  boost: float | None = None) -> dict[str, Any]:
+    """What ``reproduce`` would run, without running it (and without needing the device or
+    the data): the distinct jobs and the estimated cost (``snfl_cost.estimate_cost``)."""
+    from spikefed.experiments.snfl_cost import estimate_cost
+
+    scale_name, scale = _resolve_scale(scale, experiments, boost)
+    _, unique = _plan_all(scale, experiments, out, data_root)
+    jobs = list(unique.values())
+    workers = workers or default_workers(scale)
+    return {"scale": scale_name, "device": scale.device, "jobs": jobs,
+            "cost": estimate_cost(jobs, workers)}
+
+
+def default_workers(scale: Scale) -> int:
+    """Concurrent jobs by default: `GPU_WORKERS` on a GPU scale, else 2 processes."""
+    return GPU_WORKERS if scale.device == "cuda" else 2
 
 
 def _run_key(job: dict[str, Any]) -> str:

@@ -67,6 +67,12 @@ class TrainContext:
     seed: int = 0
     round: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    #: per-minibatch training augmentation, resolved: "none" or "crop_flip"
+    augment: str = "none"
+    #: bf16 autocast in local training (CUDA)
+    amp: bool = False
+    #: channels-last memory format for the model and 4-D image batches
+    channels_last: bool = False
     _local: nn.Module | None = field(default=None, init=False, repr=False, compare=False)
 
     def local_model(self, state: Mapping[str, torch.Tensor]) -> nn.Module:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from spikefed.data.augment import batch_augmenter
 from spikefed.fl.base import ClientData, TrainContext
 
 Penalty = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -64,10 +65,15 @@ def local_train(
 
     `penalty(model, x, logits)` adds a regulariser to the cross-entropy (FedProx, MOON);
     `grad_hook(model)` edits gradients before the step (SCAFFOLD). Returns the mean training
-    loss and accuracy and the number of optimiser steps taken.
+    loss and accuracy and the number of optimiser steps taken. The context's recipe options
+    apply here: `augment` (per minibatch, on the device), `amp` (bf16 autocast) and
+    `channels_last`.
     """
     model.train()
     model.to(ctx.device)
+    if ctx.channels_last:
+        model.to(memory_format=torch.channels_last)
+    augment = batch_augmenter(ctx.augment, ctx.seed, ctx.round, client_id)
     optimizer = make_optimizer(model, ctx)
     generator = client_generator(ctx.seed, ctx.round, client_id)
     seed_global_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)), ctx.device)
@@ -75,10 +81,15 @@ def local_train(
     for _ in range(ctx.local_epochs):
         for x, y in iterate_minibatches(data, ctx.batch_size, generator):
             x, y = x.to(ctx.device), y.to(ctx.device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            if penalty is not None:
-                loss = loss + penalty(model, x, logits)
+            if augment is not None:
+                x = augment(x)
+            if ctx.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=ctx.amp):
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+                if penalty is not None:
+                    loss = loss + penalty(model, x, logits)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if grad_hook is not None:

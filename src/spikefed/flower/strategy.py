@@ -25,7 +25,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from spikefed.experiment import Federation
+from spikefed.experiment import Federation, round_lr
 from spikefed.fl.base import Tensors, Upload, payload_bytes
 from spikefed.flower.records import (
     CONFIG,
@@ -144,7 +144,8 @@ class SpikefedStrategy(Strategy):
             self.server_state, self.broadcast = alg.aggregate(self.server_state, uploads)
         chosen, stragglers = self._chosen
         record: dict[str, Any] = {
-            "round": server_round, "participants": len(chosen), "uploads": len(uploads),
+            "round": server_round, "lr": round_lr(self.cfg, server_round),
+            "participants": len(chosen), "uploads": len(uploads),
             "stragglers": len(stragglers), "aggregated": aggregated,
             "bytes_up": sum(u.nbytes for u in uploads),
             "bytes_down": self._bytes_down,

@@ -108,7 +108,8 @@ class Simulation:
 
     # ----- one round ----------------------------------------------------------------------
     def _evaluate_state(self, tensors: Tensors | None, count: bool = False,
-                        model: torch.nn.Module | None = None):
+                        model: torch.nn.Module | None = None,
+                        progress: Callable[[int, int], None] | None = None):
         """Evaluate `model`, or else `model_fn()` loaded with `tensors` (None: nothing)."""
         if model is None:
             if tensors is None:
@@ -116,7 +117,7 @@ class Simulation:
             model = self.fed.model_fn()
             model.load_state_dict(tensors)
         return evaluate(model, self.fed.test_x, self.fed.test_y, self.cfg.train.eval_batch_size,
-                        self.fed.device, count_activity=count)
+                        self.fed.device, count_activity=count, progress=progress)
 
     def run_round(self, state: RunState, progress: ProgressFn | None = None) -> dict[str, Any]:
         """Advance `state` by one round in place and return the round's metrics record."""
@@ -147,7 +148,7 @@ class Simulation:
                         r, len(uploads), self.cfg.train.min_clients)
         state.round = r
         record: dict[str, Any] = {
-            "round": r, "participants": len(chosen), "uploads": len(uploads),
+            "round": r, "lr": ctx.lr, "participants": len(chosen), "uploads": len(uploads),
             "stragglers": len(stragglers), "aggregated": aggregated,
             "bytes_up": bytes_up, "bytes_down": bytes_down,
             "train_loss_mean": _mean([u.metrics.get("train_loss") for u in uploads]),
@@ -155,7 +156,7 @@ class Simulation:
             "clipped": [clip.as_record() for clip in clipped],
         }
         if r % self.cfg.train.eval_every == 0 or r == self.cfg.train.rounds:
-            record.update(self._eval_record(state, uploads))
+            record.update(self._eval_record(state, uploads, progress))
         record["wall_s"] = time.perf_counter() - start
         return record
 
@@ -208,10 +209,16 @@ class Simulation:
                     progress("client", {"round": ctx.round, "client": cid})
         return uploads, new_states, rejected, clipped
 
-    def _eval_record(self, state: RunState, uploads: list[Upload]) -> dict[str, Any]:
+    def _eval_record(self, state: RunState, uploads: list[Upload],
+                     progress: ProgressFn | None = None) -> dict[str, Any]:
         rec: dict[str, Any] = {}
+
+        def on_batch(done: int, total: int) -> None:
+            if progress:
+                progress("eval", {"round": state.round, "done": done, "total": total})
+
         server = self._evaluate_state(None, count=True, model=self.fed.algorithm.server_model(
-            state.server_state, self.fed.model_fn))
+            state.server_state, self.fed.model_fn), progress=on_batch)
         if server is not None:
             rec.update(server_acc=server.accuracy, server_loss=server.loss,
                        spikes_per_sample=server.spikes_per_sample,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -22,8 +23,13 @@ class EvalResult:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500,
-             device: torch.device | str = "cpu", count_activity: bool = False) -> EvalResult:
-    """Accuracy and mean cross-entropy over (x, y); optionally count spikes/SynOps/MACs."""
+             device: torch.device | str = "cpu", count_activity: bool = False,
+             progress: Callable[[int, int], None] | None = None) -> EvalResult:
+    """Accuracy and mean cross-entropy over (x, y); optionally count spikes/SynOps/MACs.
+
+    Runs in minibatches of `batch_size` (an SNN in step order holds one time step's state
+    per batch, so memory does not grow with T); `progress(done, total)` after each batch.
+    """
     model.eval().to(device)
     correct, loss_sum = 0, 0.0
     counter = ActivityCounter(model) if count_activity else None
@@ -35,6 +41,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
             logits = model(xb)
             loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
             correct += int((logits.argmax(1) == yb).sum())
+            if progress is not None:
+                progress(min(start + batch_size, len(y)), len(y))
     finally:
         if counter is not None:
             counter.__exit__(None, None, None)

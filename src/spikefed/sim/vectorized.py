@@ -74,6 +74,11 @@ def vectorize_blockers(alg: Algorithm, model: nn.Module, ctx: TrainContext) -> l
     if ctx.optimizer not in OPTIMIZERS:
         reasons.append(f"train.optimizer={ctx.optimizer!r}: vectorised clients support "
                        f"{list(OPTIMIZERS)}")
+    recipe = [k for k, on in (("data.augment", ctx.augment != "none"), ("train.amp", ctx.amp),
+                              ("train.channels_last", ctx.channels_last)) if on]
+    if recipe:
+        reasons.append(f"{', '.join(recipe)}: vectorised clients train without augmentation, "
+                       "autocast or channels-last; turn those off")
     return reasons
 
 
