@@ -215,11 +215,15 @@ def load_nmnist_subset(archive: str | Path, split: str,
         raise FileNotFoundError(f"N-MNIST archive {archive} does not exist; expected "
                                 "<data-root>/nmnist_small/NMNISTsmall.tar.gz")
     files: dict[str, bytes] = {}
-    with tarfile.open(archive) as tar:                  # one sequential pass (gzip cannot seek)
-        for member in tar:
-            name = Path(member.name).name
-            if member.isfile() and name.endswith((".bs2", ".txt")):
-                files[name] = tar.extractfile(member).read()
+    try:
+        with tarfile.open(archive) as tar:              # one sequential pass (gzip cannot seek)
+            for member in tar:
+                name = Path(member.name).name
+                if member.isfile() and name.endswith((".bs2", ".txt")):
+                    files[name] = tar.extractfile(member).read()
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise ValueError(f"{archive} is not a readable tar.gz archive ({err}); it is truncated "
+                         "or damaged: replace it") from err
     if label_file not in files:
         raise ValueError(f"{archive} has no {label_file}; is it the N-MNIST subset archive?")
     labels = read_labels(files[label_file].decode())
@@ -227,7 +231,12 @@ def load_nmnist_subset(archive: str | Path, split: str,
     missing = [f"{i}.bs2" for i in ids if f"{i}.bs2" not in files]
     if missing:
         raise FileNotFoundError(f"{archive} lacks {missing[:3]} listed in {label_file}")
-    events = [decode_bs2(files[f"{i}.bs2"]) for i in ids]
+    events = []
+    for i in ids:
+        try:
+            events.append(decode_bs2(files[f"{i}.bs2"]))
+        except ValueError as err:
+            raise ValueError(f"{archive}: member {i}.bs2: {err}") from err
     return ids, events, np.array([labels[i] for i in ids], dtype=np.int64)
 
 

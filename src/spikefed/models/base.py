@@ -28,6 +28,7 @@ from spikefed.snn.neurons import SpikingNeuron, make_neuron
 
 NORMS = ("bn", "none", "gn")
 ORDERS = ("step", "layer")
+TEMPORAL_INPUTS = ("time_first", "batch_first")
 
 
 class AnnContext:
@@ -97,6 +98,7 @@ class ZooModel(nn.Module):
         norm: str = "bn",
         order: str = "step",
         bias: bool | None = None,
+        temporal_input: str = "time_first",
     ) -> None:
         super().__init__()
         in_shape = tuple(int(d) for d in in_shape)
@@ -109,6 +111,8 @@ class ZooModel(nn.Module):
         _choice("encoder", encoder, ENCODINGS)
         _choice("norm", norm, NORMS)
         _choice("order", order, ORDERS)
+        _choice("temporal_input", temporal_input, TEMPORAL_INPUTS)
+        self.temporal_input = temporal_input
         self.spiking = bool(spiking)
         self.in_shape = in_shape
         self.num_classes = int(num_classes)
@@ -157,8 +161,22 @@ class ZooModel(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        """``x[B, *in_shape]`` (or ``[T, B, *in_shape]`` for an SNN) to logits ``[B, K]``."""
+        """``x[B, *in_shape]`` (or ``[T, B, *in_shape]`` for an SNN) to logits ``[B, K]``.
+
+        A temporal input (event frames) is ``[T, B, ...]``, or ``[B, T, ...]`` when the model
+        was built with ``temporal_input="batch_first"`` (rows of an event data set); an integer
+        tensor (uint8 frames) is cast to float. An SNN consumes it without an encoder; an ANN
+        takes the frame sum over ``T``.
+        """
         n = len(self.in_shape)
+        if x.dim() == n + 2:
+            if not x.is_floating_point():
+                x = x.float()
+            time_dim = 1 if self.temporal_input == "batch_first" else 0
+            if not self.spiking:
+                x = x.sum(time_dim)
+            elif time_dim == 1:
+                x = x.transpose(0, 1)
         if not self.spiking:
             if x.dim() != n + 1:
                 raise ValueError(f"input of shape {tuple(x.shape)}: expected [B, *{self.in_shape}]")
