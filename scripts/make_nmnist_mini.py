@@ -4,7 +4,8 @@ Usage: python scripts/make_nmnist_mini.py [NMNISTsmall.tar.gz]
 (default: ../shared/data/nmnist_small/NMNISTsmall.tar.gz)
 
 Bins every recording (1,000 train / 100 test) into 10 x 30 ms event counts, 2x34x34, uint8,
-writes a compressed .npz and prints its content SHA-256 (spikefed.data.event_sets.NMNIST_MINI_SHA256).
+writes a compressed .npz and prints its content SHA-256
+(spikefed.data.event_sets.NMNIST_MINI_SHA256).
 """
 
 from __future__ import annotations

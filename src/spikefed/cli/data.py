@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from spikefed.data import DATASETS
-from spikefed.data.events import EVENT_DATASETS
+from spikefed.data.event_sets import EVENT_SETS, frame_size
 from spikefed.data.files import DATA_ENV
 
 
@@ -35,19 +35,25 @@ def datasets_table(root: Path | None) -> Table:
 
 
 def event_datasets_table(root: Path | None) -> Table:
-    """Rich table of the event-camera data sets and whether their files are under `root`."""
-    table = Table(title="event-camera data sets (spikefed.data.events)")
-    for column in ("name", "status", "files (in <root>/<folder>/)", "reader", "used by",
-                   "citation"):
+    """Rich table of the event data sets (`spikefed run`, `data.dataset=NAME`) and their status."""
+    table = Table(title="event data sets for spikefed run (data.dataset=NAME, options under "
+                  "data.events; docs/events.md)")
+    for column in ("name", "sensor", "classes", "status", "files (in <root>/<folder>/ or <root>/)",
+                   "licence"):
         table.add_column(column, overflow="fold")
-    for info in EVENT_DATASETS:
-        if root is None or not root.is_dir():
+    for info in EVENT_SETS.values():
+        if info.bundled:
+            status = "[green]bundled[/green]"
+        elif root is None or not root.is_dir():
             status = "[yellow]no data root[/yellow]"
         else:
             found = info.locate(root)
-            status = f"[green]found[/green] {len(found)} file(s)" if found else "[red]missing[/red]"
-        table.add_row(info.name, status, f"{info.folder}/{info.pattern}", info.reader,
-                      info.used_by, info.citation)
+            kind = "source images " if info.emulated else ""
+            status = f"[green]found[/green] {kind}{found}" if found else "[red]missing[/red]"
+        where = info.files if info.bundled else f"{info.folder}/: {info.files}"
+        h, w = frame_size(info)
+        table.add_row(info.name, f"2x{h}x{w}", str(len(info.classes)), status, where,
+                      info.licence)
     return table
 
 
@@ -69,3 +75,5 @@ def register(app: typer.Typer, reproduce: typer.Typer) -> None:
             console.print(f"Set {DATA_ENV}=DIR or pass --data-root DIR to use the full data sets.")
         console.print("Citations: " + "; ".join(
             f"{i.name}: {i.citation}" for i in DATASETS.values() if not i.bundled))
+        console.print("Event data: " + "; ".join(
+            f"{i.name}: {i.citation}" for i in EVENT_SETS.values() if not i.emulated))

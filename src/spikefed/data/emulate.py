@@ -63,8 +63,9 @@ class EmulatorConfig:
                   ("margin", self.margin >= 0), ("seed", self.seed >= 0))
         bad = [name for name, ok in checks if not ok]
         if bad:
-            raise ValueError(f"events.emulator: {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)}"
-                             " out of range (thresholds, dark, durations > 0; others >= 0)")
+            values = ", ".join(f"{b}={getattr(self, b)!r}" for b in bad)
+            raise ValueError(f"events.emulator: {values} out of range"
+                             " (thresholds, dark, durations > 0; others >= 0)")
         if self.saccade_us % self.step_us:
             raise ValueError(f"events.emulator.step_us={self.step_us} must divide "
                              f"saccade_us={self.saccade_us}")
@@ -223,3 +224,36 @@ def to_grey(images: torch.Tensor) -> torch.Tensor:
     """Float images ``[N, 3, H, W]`` in [0, 1] to luminance ``[N, H, W]`` (ITU-R BT.601)."""
     w = torch.tensor([0.299, 0.587, 0.114], dtype=images.dtype).view(1, 3, 1, 1)
     return (images * w).sum(1)
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of matching rows of ``a`` and ``b`` ``[N, D]``."""
+    a = a - a.mean(1, keepdims=True)
+    b = b - b.mean(1, keepdims=True)
+    den = np.sqrt((a * a).sum(1) * (b * b).sum(1))
+    return (a * b).sum(1) / np.where(den > 0, den, 1.0)
+
+
+def compare_recordings(real: np.ndarray, emulated: np.ndarray) -> dict[str, float]:
+    """Agreement of emulated with real recordings of the *same* images, from event counts
+    ``[N, T, 2, H, W]`` (channel 1 = ON) binned alike.
+
+    Returns mean events per sample of each, the emulated/real ratio, the ON fraction of each,
+    the correlation of the mean event rate over time (``T`` bins), and the mean per-sample
+    correlation of the spatial event maps (both polarities summed over time).
+    """
+    if real.shape != emulated.shape or real.ndim != 5 or real.shape[2] != 2:
+        raise ValueError(f"real {real.shape} and emulated {emulated.shape} must both be "
+                         "counts [N, T, 2, H, W]")
+    r, e = real.astype(np.float64), emulated.astype(np.float64)
+    n_r, n_e = r.sum((1, 2, 3, 4)), e.sum((1, 2, 3, 4))
+    rate_r, rate_e = r.sum((0, 2, 3, 4)), e.sum((0, 2, 3, 4))
+    space_r, space_e = r.sum((1, 2)).reshape(len(r), -1), e.sum((1, 2)).reshape(len(e), -1)
+    return {
+        "events_real": float(n_r.mean()), "events_emulated": float(n_e.mean()),
+        "events_ratio": float(n_e.mean() / max(n_r.mean(), 1e-12)),
+        "on_fraction_real": float(r[:, :, 1].sum() / max(r.sum(), 1e-12)),
+        "on_fraction_emulated": float(e[:, :, 1].sum() / max(e.sum(), 1e-12)),
+        "rate_correlation": float(_corr(rate_r[None], rate_e[None])[0]),
+        "spatial_correlation": float(_corr(space_r, space_e).mean()),
+    }

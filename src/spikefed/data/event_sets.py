@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .bundled import content_sha256
 from .binning import EventBinning, count_events, finish_frames
+from .bundled import content_sha256
 from .dataset import ArrayDataset
 from .emulate import EmulatorConfig, emulate_frames, sensor_size, to_grey
 from .events import (

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -238,35 +237,3 @@ def load_nmnist_subset(archive: str | Path, split: str,
         except ValueError as err:
             raise ValueError(f"{archive}: member {i}.bs2: {err}") from err
     return ids, events, np.array([labels[i] for i in ids], dtype=np.int64)
-
-
-@dataclass(frozen=True)
-class EventDatasetInfo:
-    """Where an event-camera data set's files go and which reader takes them."""
-
-    name: str
-    folder: str
-    pattern: str
-    reader: str
-    used_by: str
-    citation: str
-
-    def locate(self, root: Path) -> list[Path]:
-        """Files of this data set under ``root/folder`` (or ``root``)."""
-        for base in (root / self.folder, root):
-            found = sorted(base.glob(self.pattern)) if base.is_dir() else []
-            if found:
-                return found
-        return []
-
-
-EVENT_DATASETS = (
-    EventDatasetInfo("nmnist-small", "nmnist_small", "NMNISTsmall.tar.gz",
-                     "load_nmnist_subset", "spikefed reproduce fl-snn --data-root",
-                     "Orchard et al. 2015 (CC BY-SA 4.0)"),
-    EventDatasetInfo("dvs-gesture", "dvs_gesture_10", "*.tar.gz", "iter_bs2_tar / read_bs2",
-                     "Python API (bin_events)", "Amir et al. 2017 (CC BY 4.0)"),
-    EventDatasetInfo("mnist-dvs", "mnist_dvs_digit0", "*.aedat", "read_aedat + mnist_dvs_frames",
-                     "Python API (26x26 crop, 25 ms bins)",
-                     "Serrano-Gotarredona & Linares-Barranco 2015"),
-)
