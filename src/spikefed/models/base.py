@@ -166,7 +166,8 @@ class ZooModel(nn.Module):
         A temporal input (event frames) is ``[T, B, ...]``, or ``[B, T, ...]`` when the model
         was built with ``temporal_input="batch_first"`` (rows of an event data set); an integer
         tensor (uint8 frames) is cast to float. An SNN consumes it without an encoder; an ANN
-        takes the frame sum over ``T``.
+        takes the mean frame over ``T`` (the input rate an SNN sees, so a converted SNN fed
+        the frames matches its ANN).
         """
         n = len(self.in_shape)
         if x.dim() == n + 2:
@@ -174,7 +175,7 @@ class ZooModel(nn.Module):
                 x = x.float()
             time_dim = 1 if self.temporal_input == "batch_first" else 0
             if not self.spiking:
-                x = x.sum(time_dim)
+                x = x.mean(time_dim)
             elif time_dim == 1:
                 x = x.transpose(0, 1)
         if not self.spiking:
