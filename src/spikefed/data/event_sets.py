@@ -235,9 +235,9 @@ def _read_aedat_file(path: Path) -> np.ndarray:
 
 def _build_mnist_dvs(folder: Path, split: str, b: EventBinning, limit: int | None,
                      _: EmulatorConfig) -> Frames:
-    chosen = mnist_dvs_split(sorted(folder.glob("mnist_*_scale*_*.aedat")), split)
-    digits = sorted({d for _, d in mnist_dvs_split(sorted(folder.glob("mnist_*.aedat")),
-                                                   "train")})
+    files = sorted(folder.glob("mnist_*_scale*_*.aedat"))
+    chosen = mnist_dvs_split(files, split)
+    digits = sorted({d for _, d in mnist_dvs_split(files, "train")})
     if len(digits) < 2:
         raise ValueError(f"mnist-dvs: the recordings in {folder} cover {len(digits)} digit(s) "
                          f"{digits}; training a classifier needs at least 2. The full MNIST-DVS "
