@@ -268,3 +268,10 @@ def test_run_with_mismatched_t_exits_2_with_the_fix(tmp_path: Path) -> None:
                                    "data.events.T=4", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2
     assert "data.events.T=4 but model.T=8" in res.output and "Traceback" not in res.output
+
+
+def test_truncated_single_files_are_named(tmp_path: Path) -> None:
+    bad = tmp_path / "cut.bs2"
+    bad.write_bytes(BS2_ASSET.read_bytes()[:-2])
+    with pytest.raises(ValueError, match=f"{bad}: .bs2 payload has"):
+        read_bs2(bad)

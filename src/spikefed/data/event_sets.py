@@ -29,9 +29,9 @@ from .events import (
     DVS_GESTURE_SIZE,
     NMNIST_SIZE,
     crop_events,
-    decode_aedat2,
     decode_bs2,
     load_nmnist_subset,
+    read_aedat,
 )
 from .files import cache_dir, candidate_dirs, resolve_root
 
@@ -222,17 +222,6 @@ def mnist_dvs_split(files: list[Path], split: str) -> list[tuple[Path, int]]:
     return out
 
 
-def _read_aedat_file(path: Path) -> np.ndarray:
-    raw = path.read_bytes()
-    if not raw.startswith(b"#!AER-DAT2"):
-        raise ValueError(f"{path} does not start with '#!AER-DAT2.0'; only AER-DAT 2.0 is "
-                         "supported")
-    try:
-        return decode_aedat2(raw)
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from err
-
-
 def _build_mnist_dvs(folder: Path, split: str, b: EventBinning, limit: int | None,
                      _: EmulatorConfig) -> Frames:
     files = sorted(folder.glob("mnist_*_scale*_*.aedat"))
@@ -245,7 +234,7 @@ def _build_mnist_dvs(folder: Path, split: str, b: EventBinning, limit: int | Non
     chosen = chosen if limit is None else chosen[:limit]
     frames, labels = [], []
     for path, digit in chosen:
-        events = _read_aedat_file(path)
+        events = read_aedat(path)
         if len(events) == 0:
             raise ValueError(f"{path} holds no events; replace it")
         cx, cy = int(np.median(events["x"])), int(np.median(events["y"]))

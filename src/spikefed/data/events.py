@@ -57,7 +57,10 @@ def read_bs2(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f".bs2 event file {path} does not exist")
-    return decode_bs2(path.read_bytes())
+    try:
+        return decode_bs2(path.read_bytes())
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
 
 
 def decode_aedat2(raw: bytes) -> np.ndarray:
@@ -97,7 +100,10 @@ def read_aedat(path: str | Path) -> np.ndarray:
     if not raw.startswith(b"#!AER-DAT2"):
         raise ValueError(f"{path} does not start with '#!AER-DAT2.0'; "
                          "only AER-DAT 2.0 is supported")
-    return decode_aedat2(raw)
+    try:
+        return decode_aedat2(raw)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
 
 
 def iter_bs2_tar(path: str | Path) -> Iterator[tuple[str, np.ndarray]]:
@@ -110,7 +116,11 @@ def iter_bs2_tar(path: str | Path) -> Iterator[tuple[str, np.ndarray]]:
             if member.isfile() and member.name.endswith(".bs2"):
                 f = tar.extractfile(member)
                 assert f is not None
-                yield member.name, decode_bs2(f.read())
+                try:
+                    events = decode_bs2(f.read())
+                except ValueError as err:
+                    raise ValueError(f"{path}: member {member.name}: {err}") from err
+                yield member.name, events
 
 
 def crop_events(events: np.ndarray, x0: int, y0: int, width: int, height: int) -> np.ndarray:
