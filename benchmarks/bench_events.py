@@ -47,9 +47,9 @@ def binning_table(root: Path, n_emulate: int) -> str:
     rows = ["| data set | samples | binning | cold (s) | from cache (s) | cache (MB) |",
             "|---|---|---|---|---|---|"]
     for name, binning, limit in (
-            ("nmnist-small", EventBinning(T=10), None),
-            ("nmnist-small", EventBinning(T=10, downsample=2), None),
-            ("mnist-emulated", EventBinning(T=10, downsample=2), n_emulate)):
+            ("nmnist-small", EventBinning(T=10, window_us=300_000), None),
+            ("nmnist-small", EventBinning(T=10, window_us=300_000, downsample=2), None),
+            ("mnist-emulated", EventBinning(T=10, window_us=300_000, downsample=2), n_emulate)):
         cold, warm, size = _timed_load(name, root, binning, limit)
         n = limit or 1000
         rows.append(f"| {name} | {n} | {binning.key()} | {cold:.1f} | {warm:.2f} | "
