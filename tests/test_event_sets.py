@@ -275,3 +275,13 @@ def test_truncated_single_files_are_named(tmp_path: Path) -> None:
     bad.write_bytes(BS2_ASSET.read_bytes()[:-2])
     with pytest.raises(ValueError, match=f"{bad}: .bs2 payload has"):
         read_bs2(bad)
+
+
+def test_leading_samples_keeps_every_class_of_a_class_sorted_source() -> None:
+    from spikefed.data.event_sets import leading_samples
+
+    assert leading_samples(np.array([3, 1, 2, 0]), 2).tolist() == [0, 1]      # unsorted: first N
+    sorted_labels = np.repeat(np.arange(3), 4)                                 # 0000 1111 2222
+    idx = leading_samples(sorted_labels, 5)
+    assert idx.tolist() == [0, 4, 8, 1, 5] and sorted(set(sorted_labels[idx])) == [0, 1, 2]
+    assert len(leading_samples(sorted_labels, 50)) == 12

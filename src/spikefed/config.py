@@ -81,7 +81,8 @@ class DataConfig(Strict):
     feature_skew: FeatureSkewConfig | None = None
     test_subset: int | None = Field(None, ge=1, description="evaluate on the first N test samples")
     train_subset: int | None = Field(None, ge=1, description="train on the first N samples "
-                                     "(emulated event sets emulate only those)")
+                                     "(of each class in turn when the files are sorted by "
+                                     "class); emulated event sets emulate only those")
     events: EventsConfig = EventsConfig()
 
 

@@ -17,7 +17,7 @@ from spikefed.config import ExperimentConfig
 from spikefed.data import ArrayDataset, feature_skew, load_dataset, partition
 from spikefed.data.binning import EventBinning
 from spikefed.data.emulate import EmulatorConfig
-from spikefed.data.event_sets import is_event_dataset, load_event_dataset
+from spikefed.data.event_sets import is_event_dataset, leading_samples, load_event_dataset
 from spikefed.fl.base import Algorithm, ClientData, TrainContext
 from spikefed.fl.registry import build_algorithm
 from spikefed.models import build_model
@@ -104,7 +104,7 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
         train = load_dataset(cfg.data.dataset, "train", cfg.data.root)
         test = load_dataset(cfg.data.dataset, "test", cfg.data.root)
         if cfg.data.train_subset is not None:
-            train = train.subset(np.arange(min(cfg.data.train_subset, len(train))))
+            train = train.subset(leading_samples(train.y.numpy(), cfg.data.train_subset))
     if cfg.data.test_subset is not None:
         test = test.subset(np.arange(min(cfg.data.test_subset, len(test))))
     labels = train.y.numpy()

@@ -262,10 +262,21 @@ def _emulated(source: str, grey: bool) -> Callable[..., Frames]:
 
         images = load_dataset(source, split, root)
         if limit is not None:
-            images = images.subset(np.arange(min(limit, len(images))))
+            images = images.subset(leading_samples(images.y.numpy(), limit))
         x = to_grey(images.x) if grey else images.x[:, 0]
         return emulate_frames(x, b, cfg, f"{source}-emulated"), images.y.numpy()
     return build
+
+
+def leading_samples(labels: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the first ``n`` samples; when the labels are sorted by class (an image
+    folder such as the CIFAR-10 JPEGs), the first samples of every class in turn instead, so
+    a subset keeps all classes."""
+    labels = np.asarray(labels)
+    if n >= len(labels) or not np.all(np.diff(labels) >= 0):
+        return np.arange(min(n, len(labels)))
+    rank = np.arange(len(labels)) - np.searchsorted(labels, labels)   # position within class
+    return np.lexsort((labels, rank))[:n]
 
 
 def _locate_source(source: str) -> Callable[[Path], Path | None]:
