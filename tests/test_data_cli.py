@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from spikefed.cli import app
 from spikefed.data import DATASETS
+from spikefed.data.event_sets import EVENT_SETS
 
 
 def test_datasets_command_reports_found_and_missing(tmp_path: Path) -> None:
@@ -26,11 +27,14 @@ def test_datasets_command_reports_found_and_missing(tmp_path: Path) -> None:
     assert "missing" in lines["fashion-mnist"] and "missing" in lines["cifar100"]
     assert "bundled" in lines["mnist-mini"]
     assert "missing" in lines["nmnist-small"]
+    assert "bundled" in lines["nmnist-mini"]
+    assert "found" in lines["mnist-emulated"] and "missing" in lines["cifar10-emulated"]
+    assert set(EVENT_SETS) <= set(lines)
     (tmp_path / "nmnist_small").mkdir()
     (tmp_path / "nmnist_small" / "NMNISTsmall.tar.gz").write_bytes(b"")
     result = CliRunner().invoke(app, ["datasets", "--data-root", str(tmp_path)],
                                 env={"COLUMNS": "400"})
-    assert any("nmnist-small" in line and "found 1 file" in line
+    assert any("nmnist-small" in line and "found" in line and "NMNISTsmall.tar.gz" in line
                for line in result.output.splitlines())
 
 
@@ -50,6 +54,6 @@ def test_datasets_command_fits_80_columns(tmp_path: Path) -> None:
     lines = result.output.splitlines()
     assert max(len(line) for line in lines) <= 80
     rows = [line.split("│")[1].strip() for line in lines if line.startswith("│")]
-    assert rows == [*DATASETS, "nmnist-small", "dvs-gesture", "mnist-dvs"]  # one line each
-    assert any("nmnist-small" in line and "found (1)" in line for line in lines)
+    assert rows == [*DATASETS, *EVENT_SETS]  # one line each
+    assert any("nmnist-small" in line and "found" in line for line in lines)
     assert "train-images-idx3-ubyte(.gz)," in result.output  # file names are never broken

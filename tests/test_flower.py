@@ -96,6 +96,18 @@ def test_recipe_schedule_and_augmentation_match_in_process_engine(tmp_path) -> N
                                                                                0.005])
 
 
+def test_fedavg_parity_on_event_data(tmp_path) -> None:
+    fed = _federation("data.dataset=nmnist-mini", "data.events.downsample=2",
+                      "data.test_subset=40", "train.rounds=2", n=16)
+    assert fed.clients[0].x.shape[1:] == (2, 2, 17, 17)          # [T, C, H, W] event frames
+    ref = _sim_final(fed, tmp_path / "sim")
+    strategy, _ = _run_flower(fed, tmp_path / "flower")
+    _assert_close(strategy.server_model(), ref["server_state"]["params"])
+    sim = read_metrics(tmp_path / "sim" / "metrics.jsonl")
+    flw = read_metrics(tmp_path / "flower" / "metrics.jsonl")
+    assert [r["server_acc"] for r in sim] == [r["server_acc"] for r in flw]
+
+
 class HalfUpload(FedAvg):
     """Asymmetric test algorithm: clients upload only weights; the broadcast is the full model
     plus a server-side round counter that the model never sees."""

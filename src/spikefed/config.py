@@ -35,6 +35,46 @@ class FeatureSkewConfig(Strict):
     strength: float = Field(30.0, ge=0)
 
 
+class EmulatorSettings(Strict):
+    """Event-camera emulator for the `*-emulated` data sets (see docs/events.md)."""
+
+    threshold: float = Field(0.4, gt=0, description="mean log-intensity contrast threshold")
+    mismatch: float = Field(0.03, ge=0, description="per-pixel threshold std (log units)")
+    refractory_us: int = Field(1000, ge=1, description="pixel refractory period (µs)")
+    noise_hz: float = Field(0.1, ge=0, description="background events per pixel per second")
+    dark: float = Field(0.1, gt=0, description="pedestal in log(dark + intensity)")
+    amplitude_px: float = Field(3.0, ge=0, description="saccade triangle size (pixels)")
+    saccade_us: int = Field(100_000, ge=1, description="duration of each of the 3 saccades")
+    step_us: int = Field(2000, ge=1, description="time step of the emulation (µs)")
+    margin: int = Field(3, ge=0, description="sensor border around the image (pixels)")
+    seed: int = Field(0, ge=0, description="seed of threshold mismatch and noise")
+
+
+class EventsConfig(Strict):
+    """How event data sets are binned into frames `[T, C, H, W]` (see docs/events.md)."""
+
+    T: int | None = Field(None, ge=1, le=1024,
+                          description="time bins; default model.T (an SNN needs them equal)")
+    window_ms: float | None = Field(None, gt=0, description="time window; default: the "
+                                    "recording length (N-MNIST 300 ms)")
+    bin_ms: float | None = Field(None, gt=0, description="bin width instead of window_ms "
+                                 "(window = T x bin_ms)")
+    start_ms: float = Field(0.0, ge=0, description="window start after the recording start")
+    polarity: Literal["channels", "merge"] = Field(
+        "channels", description="ON/OFF as 2 input channels, or merged into 1")
+    downsample: int = Field(1, ge=1, description="spatial sum-pooling factor (divides H, W)")
+    values: Literal["binary", "counts"] = Field(
+        "binary", description="frames hold 0/1 (spikes) or event counts (uint8)")
+    emulator: EmulatorSettings = EmulatorSettings()
+
+    @model_validator(mode="after")
+    def _one_duration(self) -> EventsConfig:
+        if self.window_ms is not None and self.bin_ms is not None:
+            raise ValueError(f"data.events: give window_ms ({self.window_ms}) or bin_ms "
+                             f"({self.bin_ms}), not both (window = T x bin_ms)")
+        return self
+
+
 class DataConfig(Strict):
     dataset: str = "mnist-mini"
     root: str | None = Field(None, description="data root; default: $SPIKEFED_DATA")
@@ -46,6 +86,10 @@ class DataConfig(Strict):
         "auto", description="training augmentation per minibatch: crop_flip (random crop with "
         "4-pixel zero padding + horizontal flip), none, or auto (crop_flip for CIFAR-10/100, "
         "none otherwise); never applied to test or calibration data")
+    train_subset: int | None = Field(None, ge=1, description="train on the first N samples "
+                                     "(of each class in turn when the files are sorted by "
+                                     "class); emulated event sets emulate only those")
+    events: EventsConfig = EventsConfig()
 
 
 class NeuronConfig(Strict):
@@ -225,6 +269,27 @@ class ExperimentConfig(Strict):
         if self.train.amp and self.device == "cpu":
             raise ValueError("train.amp=true needs a CUDA GPU (bf16 autocast) but device='cpu'; "
                              "set train.amp=false or device=cuda")
+        return self
+
+    @model_validator(mode="after")
+    def _check_event_data(self) -> ExperimentConfig:
+        """Event data: frames are the SNN's time steps (T agrees, no encoder, no image skew)."""
+        from spikefed.data.event_sets import is_event_dataset
+
+        d, m = self.data, self.model
+        if not is_event_dataset(d.dataset):
+            return self
+        if m.spiking and d.events.T is not None and d.events.T != m.T:
+            raise ValueError(f"data.events.T={d.events.T} but model.T={m.T}: each event frame "
+                             f"is one SNN time step; set both to the same value (or drop "
+                             f"data.events.T to use model.T)")
+        if m.spiking and m.encoder != "direct":
+            raise ValueError(f"model.encoder={m.encoder!r} with event data set {d.dataset!r}: "
+                             "event frames are spikes already and bypass the encoder; set "
+                             "model.encoder=direct")
+        if d.feature_skew is not None:
+            raise ValueError(f"data.feature_skew applies to images, not to event data set "
+                             f"{d.dataset!r}; remove data.feature_skew")
         return self
 
 

@@ -14,8 +14,11 @@ import torch
 from torch import nn
 
 from spikefed.config import ExperimentConfig
-from spikefed.data import feature_skew, load_dataset, partition
+from spikefed.data import ArrayDataset, feature_skew, load_dataset, partition
 from spikefed.data.augment import resolve_augment
+from spikefed.data.binning import EventBinning
+from spikefed.data.emulate import EmulatorConfig
+from spikefed.data.event_sets import is_event_dataset, leading_samples, load_event_dataset
 from spikefed.fl.base import Algorithm, ClientData, TrainContext
 from spikefed.fl.registry import build_algorithm
 from spikefed.fl.schedule import scheduled_lr
@@ -101,12 +104,35 @@ def model_factory(cfg: ExperimentConfig, in_shape: tuple[int, ...], num_classes:
                                 encoder=m.encoder, kwargs=m.kwargs)
     order = resolve_order(m.order, resolve_device(cfg.device))
 
+    events = {"temporal_input": "batch_first"} if is_event_dataset(cfg.data.dataset) else {}
+
     def build() -> nn.Module:
         return build_model(m.name, spiking=m.spiking, in_shape=in_shape, num_classes=num_classes,
                            T=m.T, neuron=m.neuron.model_dump(), encoder=m.encoder, norm=m.norm,
-                           order=order, stem_once=m.stem_once, **m.kwargs)
+                           order=order, stem_once=m.stem_once, **events, **m.kwargs)
 
     return build
+
+
+def event_binning(cfg: ExperimentConfig) -> EventBinning:
+    """The `EventBinning` of `data.events` (T defaults to model.T)."""
+    e = cfg.data.events
+    T = e.T if e.T is not None else cfg.model.T
+    window = e.window_ms if e.bin_ms is None else e.bin_ms * T
+    return EventBinning(T=T, window_us=None if window is None else round(window * 1000),
+                        start_us=round(e.start_ms * 1000), polarity=e.polarity,
+                        downsample=e.downsample, values=e.values)
+
+
+def load_event_splits(cfg: ExperimentConfig) -> tuple[ArrayDataset, ArrayDataset]:
+    """Train and test event frames of `data.dataset` binned per `data.events`."""
+    d = cfg.data
+    emulator = EmulatorConfig(**d.events.emulator.model_dump())
+    b = event_binning(cfg)
+    return (load_event_dataset(d.dataset, "train", d.root, b, limit=d.train_subset,
+                               emulator=emulator),
+            load_event_dataset(d.dataset, "test", d.root, b, limit=d.test_subset,
+                               emulator=emulator))
 
 
 def build_federation(cfg: ExperimentConfig,
@@ -115,8 +141,13 @@ def build_federation(cfg: ExperimentConfig,
     ``model``: your own network factory instead of ``cfg.model.name`` (see `model_factory`)."""
     device = resolve_device(cfg.device)
     check_recipe(cfg, device)
-    train = load_dataset(cfg.data.dataset, "train", cfg.data.root)
-    test = load_dataset(cfg.data.dataset, "test", cfg.data.root)
+    if is_event_dataset(cfg.data.dataset):
+        train, test = load_event_splits(cfg)
+    else:
+        train = load_dataset(cfg.data.dataset, "train", cfg.data.root)
+        test = load_dataset(cfg.data.dataset, "test", cfg.data.root)
+        if cfg.data.train_subset is not None:
+            train = train.subset(leading_samples(train.y.numpy(), cfg.data.train_subset))
     if cfg.data.test_subset is not None:
         test = test.subset(np.arange(min(cfg.data.test_subset, len(test))))
     labels = train.y.numpy()

@@ -10,7 +10,7 @@ from rich.padding import Padding
 from rich.table import Table
 
 from spikefed.data import DATASETS
-from spikefed.data.events import EVENT_DATASETS
+from spikefed.data.event_sets import EVENT_SETS, frame_size
 from spikefed.data.files import DATA_ENV
 
 
@@ -36,19 +36,25 @@ def datasets_table(root: Path | None) -> Table:
 
 
 def event_datasets_table(root: Path | None) -> Table:
-    """Rich table of the event-camera data sets and whether their files are under `root`."""
-    table = Table(title="event-camera data sets (spikefed.data.events)")
-    for column in ("name", "status", "files (in <root>/<folder>/)", "reader", "used by",
-                   "citation"):
+    """Rich table of the event data sets (`spikefed run`, `data.dataset=NAME`) and their status."""
+    table = Table(title="event data sets for spikefed run (data.dataset=NAME, options under "
+                  "data.events; docs/events.md)")
+    for column in ("name", "sensor", "classes", "status", "files (in <root>/<folder>/ or <root>/)",
+                   "licence"):
         table.add_column(column, overflow="fold")
-    for info in EVENT_DATASETS:
-        if root is None or not root.is_dir():
+    for info in EVENT_SETS.values():
+        if info.bundled:
+            status = "[green]bundled[/green]"
+        elif root is None or not root.is_dir():
             status = "[yellow]no data root[/yellow]"
         else:
             found = info.locate(root)
-            status = f"[green]found[/green] {len(found)} file(s)" if found else "[red]missing[/red]"
-        table.add_row(info.name, status, f"{info.folder}/{info.pattern}", info.reader,
-                      info.used_by, info.citation)
+            kind = "source images " if info.emulated else ""
+            status = f"[green]found[/green] {kind}{found}" if found else "[red]missing[/red]"
+        where = info.files if info.bundled else f"{info.folder}/: {info.files}"
+        h, w = frame_size(info)
+        table.add_row(info.name, f"2x{h}x{w}", str(len(info.classes)), status, where,
+                      info.licence)
     return table
 
 
@@ -82,18 +88,17 @@ def print_compact(console: Console, root: Path | None) -> None:
     console.print(table)
     for line in details:
         console.print(Padding(line, (0, 0, 0, 2)))
-    events = Table(title="event-camera data sets", title_justify="left")
-    for column in ("name", "status", "files in <root>/"):
+    events = Table(title="event data sets (data.dataset=NAME)", title_justify="left")
+    for column in ("name", "sensor", "classes", "status", "folder"):
         events.add_column(column, no_wrap=True)
     details = []
-    for info in EVENT_DATASETS:
-        found = info.locate(root) if has_root else []
-        status = _short_status(bool(found) if has_root else None)
-        if found:
-            status += f" ({len(found)})"
-        events.add_row(info.name, status, f"{info.folder}/{info.pattern}")
-        details.append(f"[bold]{info.name}[/bold]: reader {info.reader}; used by "
-                       f"{info.used_by}; {info.citation}")
+    for info in EVENT_SETS.values():
+        found = info.locate(root) if has_root and not info.bundled else None
+        status = _short_status(bool(found) if has_root else None, info.bundled)
+        h, w = frame_size(info)
+        events.add_row(info.name, f"2x{h}x{w}", str(len(info.classes)), status,
+                       "(bundled)" if info.bundled else f"{info.folder}/")
+        details.append(f"[bold]{info.name}[/bold]: files {info.files}; licence: {info.licence}")
     console.print(events)
     for line in details:
         console.print(Padding(line, (0, 0, 0, 2)))
@@ -120,3 +125,5 @@ def register(app: typer.Typer, reproduce: typer.Typer) -> None:
             console.print(f"Set {DATA_ENV}=DIR or pass --data-root DIR to use the full data sets.")
         console.print("Citations: " + "; ".join(
             f"{i.name}: {i.citation}" for i in DATASETS.values() if not i.bundled))
+        console.print("Event data: " + "; ".join(
+            f"{i.name}: {i.citation}" for i in EVENT_SETS.values() if not i.emulated))

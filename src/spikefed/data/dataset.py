@@ -10,7 +10,12 @@ import torch
 
 @dataclass
 class ArrayDataset:
-    """Images `x` float32 `[N, C, H, W]` in [0, 1] and integer labels `y` `[N]`."""
+    """Images `x` float32 `[N, C, H, W]` in [0, 1] and integer labels `y` `[N]`.
+
+    Event data sets hold uint8 event frames `[N, T, C, H, W]` instead (see `data.event_sets`):
+    a minibatch `x[idx]` is `[B, T, C, H, W]`, which zoo models built with
+    `temporal_input="batch_first"` take directly.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
@@ -18,10 +23,14 @@ class ArrayDataset:
     name: str
 
     def __post_init__(self) -> None:
-        if self.x.dim() != 4:
-            raise ValueError(f"ArrayDataset.x must be [N, C, H, W], got shape "
-                             f"{tuple(self.x.shape)}")
-        if self.x.dtype != torch.float32:
+        if self.x.dim() == 5:
+            if self.x.dtype != torch.uint8:
+                raise ValueError(f"ArrayDataset.x holds event frames [N, T, C, H, W]: they must "
+                                 f"be uint8, got {self.x.dtype}")
+        elif self.x.dim() != 4:
+            raise ValueError(f"ArrayDataset.x must be [N, C, H, W] (or event frames "
+                             f"[N, T, C, H, W]), got shape {tuple(self.x.shape)}")
+        elif self.x.dtype != torch.float32:
             raise ValueError(f"ArrayDataset.x must be float32, got {self.x.dtype}")
         if self.y.dtype != torch.long or self.y.dim() != 1:
             raise ValueError(f"ArrayDataset.y must be a 1-D int64 tensor, got {self.y.dtype} "
@@ -45,9 +54,14 @@ class ArrayDataset:
 
     @property
     def in_shape(self) -> tuple[int, int, int]:
-        """`(C, H, W)` of one image."""
-        c, h, w = self.x.shape[1:]
+        """`(C, H, W)` of one image (of one time bin for event frames)."""
+        c, h, w = self.x.shape[-3:]
         return (int(c), int(h), int(w))
+
+    @property
+    def temporal(self) -> bool:
+        """Whether `x` holds event frames `[N, T, C, H, W]`."""
+        return self.x.dim() == 5
 
     @property
     def num_classes(self) -> int:

@@ -7,7 +7,6 @@ Events are numpy structured arrays with fields ``t`` (µs, int64), ``x``, ``y`` 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +59,10 @@ def read_bs2(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f".bs2 event file {path} does not exist")
-    return decode_bs2(path.read_bytes())
+    try:
+        return decode_bs2(path.read_bytes())
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
 
 
 def decode_aedat2(raw: bytes) -> np.ndarray:
@@ -100,7 +102,10 @@ def read_aedat(path: str | Path) -> np.ndarray:
     if not raw.startswith(b"#!AER-DAT2"):
         raise ValueError(f"{path} does not start with '#!AER-DAT2.0'; "
                          "only AER-DAT 2.0 is supported")
-    return decode_aedat2(raw)
+    try:
+        return decode_aedat2(raw)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
 
 
 def _decode_member(archive: Path, name: str, raw: bytes) -> np.ndarray:
@@ -241,35 +246,3 @@ def load_nmnist_subset(archive: str | Path, split: str,
         raise FileNotFoundError(f"{archive} lacks {missing[:3]} listed in {label_file}")
     events = [_decode_member(archive, members[f"{i}.bs2"], files[f"{i}.bs2"]) for i in ids]
     return ids, events, np.array([labels[i] for i in ids], dtype=np.int64)
-
-
-@dataclass(frozen=True)
-class EventDatasetInfo:
-    """Where an event-camera data set's files go and which reader takes them."""
-
-    name: str
-    folder: str
-    pattern: str
-    reader: str
-    used_by: str
-    citation: str
-
-    def locate(self, root: Path) -> list[Path]:
-        """Files of this data set under ``root/folder`` (or ``root``)."""
-        for base in (root / self.folder, root):
-            found = sorted(base.glob(self.pattern)) if base.is_dir() else []
-            if found:
-                return found
-        return []
-
-
-EVENT_DATASETS = (
-    EventDatasetInfo("nmnist-small", "nmnist_small", "NMNISTsmall.tar.gz",
-                     "load_nmnist_subset", "spikefed reproduce fl-snn --data-root",
-                     "Orchard et al. 2015 (CC BY-SA 4.0)"),
-    EventDatasetInfo("dvs-gesture", "dvs_gesture_10", "*.tar.gz", "iter_bs2_tar / read_bs2",
-                     "Python API (bin_events)", "Amir et al. 2017 (CC BY 4.0)"),
-    EventDatasetInfo("mnist-dvs", "mnist_dvs_digit0", "*.aedat", "read_aedat + mnist_dvs_frames",
-                     "Python API (26x26 crop, 25 ms bins)",
-                     "Serrano-Gotarredona & Linares-Barranco 2015"),
-)

@@ -134,7 +134,12 @@ def dataset_info(name: str) -> DatasetInfo:
     """The `DATASETS` entry for `name` (case-insensitive, `_` accepted for `-`)."""
     key = name.strip().lower().replace("_", "-")
     if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        from .event_sets import EVENT_SETS
+
+        kind = "an event data set (load it with load_event_dataset)" if key in EVENT_SETS else ""
+        raise ValueError(f"dataset {name!r} is {kind}" if kind else
+                         f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} "
+                         f"(images) or {', '.join(EVENT_SETS)} (events)")
     return DATASETS[key]
 
 
@@ -144,7 +149,15 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
 
     `root` defaults to `$SPIKEFED_DATA`; files may sit in `<root>/<name>/` or in `<root>/`.
     `verify=False` skips checksum and size checks (for trimmed or re-encoded copies).
+    Event data sets (`data.event_sets.EVENT_SETS`) load with their default binning; use
+    `load_event_dataset` to choose it.
     """
+    from .event_sets import is_event_dataset, load_event_dataset
+
+    if is_event_dataset(name):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return load_event_dataset(name, split, root)
     info = dataset_info(name)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")

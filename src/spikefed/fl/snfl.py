@@ -213,6 +213,8 @@ class SNFL(Algorithm):
         x = data.x[idx]
         if data.transform is not None:
             x = data.transform(x)
+        if x.dim() == 5 and x.dtype == torch.uint8:   # event frames [B, T, C, H, W]: the ANN's
+            x = x.float().mean(1)                     # input is their mean (ZooModel.forward)
         return x.to(ctx.device)
 
     def client_model_state(self, upload: Upload, client_state: dict[str, Any]) -> Tensors | None:

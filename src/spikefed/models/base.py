@@ -38,6 +38,7 @@ from spikefed.snn.neurons import SpikingNeuron, make_neuron
 
 NORMS = ("bn", "none", "gn")
 ORDERS = ("step", "layer")
+TEMPORAL_INPUTS = ("time_first", "batch_first")
 
 
 class AnnContext:
@@ -144,6 +145,7 @@ class ZooModel(nn.Module):
         order: str = "step",
         bias: bool | None = None,
         stem_once: bool = False,
+        temporal_input: str = "time_first",
     ) -> None:
         super().__init__()
         in_shape = tuple(int(d) for d in in_shape)
@@ -156,6 +158,8 @@ class ZooModel(nn.Module):
         _choice("encoder", encoder, ENCODINGS)
         _choice("norm", norm, NORMS)
         _choice("order", order, ORDERS)
+        _choice("temporal_input", temporal_input, TEMPORAL_INPUTS)
+        self.temporal_input = temporal_input
         self.spiking = bool(spiking)
         self.in_shape = in_shape
         self.num_classes = int(num_classes)
@@ -214,12 +218,26 @@ class ZooModel(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``x[B, *in_shape]`` (or ``[T, B, *in_shape]`` for an SNN) to logits ``[B, K]``.
 
+        A temporal input (event frames) is ``[T, B, ...]``, or ``[B, T, ...]`` when the model
+        was built with ``temporal_input="batch_first"`` (rows of an event data set); an integer
+        tensor (uint8 frames) is cast to float. An SNN consumes it without an encoder; an ANN
+        takes the mean frame over ``T`` (the input rate an SNN sees, so a converted SNN fed
+        the frames matches its ANN).
+
         Under ``torch.fx.symbolic_trace`` the input is taken to be static ``[B, *in_shape]``
         (its rank is not known while tracing), so zoo models are traceable/exportable.
         """
         if isinstance(x, torch.fx.Proxy):
             return self._forward_static(x)
         n = len(self.in_shape)
+        if x.dim() == n + 2:
+            if not x.is_floating_point():
+                x = x.float()
+            time_dim = 1 if self.temporal_input == "batch_first" else 0
+            if not self.spiking:
+                x = x.mean(time_dim)
+            elif time_dim == 1:
+                x = x.transpose(0, 1)
         if not self.spiking:
             if x.dim() != n + 1:
                 raise ValueError(f"input of shape {tuple(x.shape)}: expected [B, *{self.in_shape}]")
