@@ -102,6 +102,25 @@ class TrainConfig(Strict):
         return data
 
 
+#: Algorithms whose clients train with the shared loop and a data-independent extra loss
+#: (FedProx's proximal term, SCAFFOLD's gradient correction), so DP-SGD can replace it.
+DP_SAMPLE_ALGORITHMS = ("fedavg", "fedprox", "scaffold", "solo", "centralized")
+#: Algorithms whose server step is FedAvg's parameter average (DP-FedAvg replaces it).
+DP_CLIENT_ALGORITHMS = ("fedavg", "fedprox", "moon")
+
+
+class DPConfig(Strict):
+    """Differential privacy inside training (docs/edge.md): DP-SGD or DP-FedAvg."""
+
+    level: Literal["none", "sample", "client"] = Field(
+        "none", description="none; sample: DP-SGD in local training (per-example privacy); "
+        "client: DP-FedAvg on the server (per-client privacy)")
+    noise_multiplier: float = Field(1.0, ge=0, description="Gaussian noise std / clip (sigma)")
+    clip: float = Field(1.0, gt=0, description="L2 bound: per-sample gradient (sample) or "
+                        "client update (client)")
+    delta: float = Field(1e-5, gt=0, lt=1, description="delta of the reported (epsilon, delta)")
+
+
 class ExperimentConfig(Strict):
     """A whole experiment: data, model, algorithm, training and the energy model."""
 
@@ -113,6 +132,28 @@ class ExperimentConfig(Strict):
     algorithm: AlgorithmConfig = AlgorithmConfig()
     train: TrainConfig = TrainConfig()
     energy: EnergyModel = EnergyModel()
+    dp: DPConfig = DPConfig()
+
+    @model_validator(mode="after")
+    def _check_dp(self) -> ExperimentConfig:
+        level = self.dp.level
+        if level == "none":
+            return self
+        allowed = DP_SAMPLE_ALGORITHMS if level == "sample" else DP_CLIENT_ALGORITHMS
+        if self.algorithm.name not in allowed:
+            why = ("its local training touches the data outside the shared DP-SGD loop "
+                   "(a contrastive loss, or an ANN-to-SNN calibration)" if level == "sample" else
+                   "its server step is not FedAvg's parameter average")
+            raise ValueError(f"dp.level={level!r} does not support algorithm.name="
+                             f"{self.algorithm.name!r}: {why}; use one of {list(allowed)} "
+                             "or dp.level=none")
+        if level == "sample" and self.model.norm == "bn":
+            raise ValueError("dp.level='sample' with model.norm='bn': BatchNorm mixes examples, "
+                             "so per-sample gradients are undefined; set model.norm=gn")
+        if self.train.vectorize == "on":
+            raise ValueError(f"dp.level={level!r} trains clients one by one; "
+                             "set train.vectorize=off (or auto)")
+        return self
 
 
 class ConfigError(ValueError):

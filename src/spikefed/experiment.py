@@ -16,6 +16,7 @@ from torch import nn
 from spikefed.config import ExperimentConfig
 from spikefed.data import feature_skew, load_dataset, partition
 from spikefed.fl.base import Algorithm, ClientData, TrainContext
+from spikefed.fl.dp import make_private
 from spikefed.fl.registry import build_algorithm
 from spikefed.models import build_model
 
@@ -93,5 +94,8 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
                for idx, tf in zip(parts, transforms, strict=True)]
     model_fn = model_factory(cfg, train.in_shape, train.num_classes)
     algorithm = build_algorithm(cfg.algorithm.name, cfg.algorithm.params)
+    if cfg.dp.level != "none":
+        with torch.random.fork_rng(devices=[]):  # building a model must not move the RNG
+            algorithm = make_private(algorithm, cfg, model_fn())
     return Federation(cfg, clients, parts, labels, list(train.classes), test.x, test.y, model_fn,
                       algorithm, resolve_device(cfg.device))

@@ -116,6 +116,10 @@ class Algorithm(ABC):
         """The state_dict a client's local model is evaluated with (default: its upload)."""
         return upload.tensors
 
+    def round_metrics(self, server_state: dict[str, Any]) -> dict[str, Any]:
+        """Extra per-round entries for metrics.jsonl (default none; DP reports epsilon)."""
+        return {}
+
     def upload_keys(self, model: nn.Module) -> set[str]:
         """Keys a valid upload must carry (used to validate client uploads)."""
         return set(model.state_dict().keys())

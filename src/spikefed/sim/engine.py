@@ -139,6 +139,7 @@ class Simulation:
             "train_loss_mean": _mean([u.metrics.get("train_loss") for u in uploads]),
             "rejected": [bad.as_record() for bad in rejected],
         }
+        record.update(alg.round_metrics(state.server_state))
         if r % self.cfg.train.eval_every == 0 or r == self.cfg.train.rounds:
             record.update(self._eval_record(state, uploads))
         record["wall_s"] = time.perf_counter() - start
@@ -264,4 +265,5 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         "energy_per_sample_pj": last.get("energy_per_sample_pj"),
         "wall_s": sum(r["wall_s"] for r in records),
         "finite": all(math.isfinite(r.get("train_loss_mean") or 0.0) for r in records),
+        **{k: v for k, v in (records[-1] if records else {}).items() if k.startswith("dp_")},
     }
