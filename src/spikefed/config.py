@@ -121,6 +121,24 @@ class DPConfig(Strict):
     delta: float = Field(1e-5, gt=0, lt=1, description="delta of the reported (epsilon, delta)")
 
 
+class HardwareConfig(Strict):
+    """Simulated neuromorphic chips, one per client plus a held-out population (docs/edge.md)."""
+
+    threshold_sigma: float = Field(0.0, ge=0, le=1, description="relative per-neuron spread "
+                                   "of the firing threshold")
+    beta_sigma: float = Field(0.0, ge=0, le=1, description="relative per-neuron spread of the "
+                              "leak beta (leaky neurons)")
+    weight_bits: int | None = Field(None, ge=2, le=16, description="synaptic weight precision "
+                                    "(symmetric, chip's own per-tensor scale); null: float")
+    read_noise: float = Field(0.0, ge=0, le=1, description="weight read noise std relative to "
+                              "the tensor's largest weight, fresh every read")
+    aware: bool = Field(False, description="hardware-aware training: each client trains on "
+                        "its own chip")
+    eval_chips: int = Field(8, ge=0, description="held-out chips the server model is "
+                            "evaluated on each evaluation round")
+    seed: int = Field(0, ge=0, lt=2**32, description="seed of the chips' mismatch draws")
+
+
 class ExperimentConfig(Strict):
     """A whole experiment: data, model, algorithm, training and the energy model."""
 
@@ -133,6 +151,7 @@ class ExperimentConfig(Strict):
     train: TrainConfig = TrainConfig()
     energy: EnergyModel = EnergyModel()
     dp: DPConfig = DPConfig()
+    hardware: HardwareConfig | None = None
 
     @model_validator(mode="after")
     def _check_dp(self) -> ExperimentConfig:
@@ -152,6 +171,28 @@ class ExperimentConfig(Strict):
                              "so per-sample gradients are undefined; set model.norm=gn")
         if self.train.vectorize == "on":
             raise ValueError(f"dp.level={level!r} trains clients one by one; "
+                             "set train.vectorize=off (or auto)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_hardware(self) -> ExperimentConfig:
+        hw = self.hardware
+        if hw is None:
+            return self
+        converted = self.algorithm.name.startswith("s-")
+        if not self.model.spiking and not converted:
+            raise ValueError("hardware: needs spiking neurons, but model.spiking=false (and "
+                             f"algorithm.name={self.algorithm.name!r} does not convert to an "
+                             "SNN); set model.spiking=true or remove the hardware section")
+        if hw.aware and converted:
+            raise ValueError(f"hardware.aware=true with algorithm.name={self.algorithm.name!r}:"
+                             " SNFL clients train ANNs, which have no chip; set "
+                             "hardware.aware=false")
+        if hw.aware and self.dp.level == "sample":
+            raise ValueError("hardware.aware=true cannot be combined with dp.level='sample' "
+                             "(per-sample gradients bypass the chip hooks); choose one")
+        if hw.aware and self.train.vectorize == "on":
+            raise ValueError("hardware.aware=true trains clients one by one on their chips; "
                              "set train.vectorize=off (or auto)")
         return self
 

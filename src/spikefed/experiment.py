@@ -17,8 +17,10 @@ from spikefed.config import ExperimentConfig
 from spikefed.data import feature_skew, load_dataset, partition
 from spikefed.fl.base import Algorithm, ClientData, TrainContext
 from spikefed.fl.dp import make_private
+from spikefed.fl.on_chip import OnChipTraining, chip_for
 from spikefed.fl.registry import build_algorithm
 from spikefed.models import build_model
+from spikefed.snn.hardware import place_on_chip
 
 
 def resolve_device(name: str) -> torch.device:
@@ -71,6 +73,19 @@ def model_factory(cfg: ExperimentConfig, in_shape: tuple[int, ...], num_classes:
     return build
 
 
+def on_chip_algorithm(algorithm: Algorithm, cfg: ExperimentConfig,
+                      model_fn: Callable[[], nn.Module]) -> Algorithm:
+    """Check the model can go on a chip; wrap for hardware-aware training when asked."""
+    assert cfg.hardware is not None
+    with torch.random.fork_rng(devices=[]):  # building a model must not move the RNG
+        if not cfg.algorithm.name.startswith("s-"):  # SNFL: the server SNN is converted later
+            place_on_chip(model_fn(), chip_for(cfg.hardware, 0))
+    if not cfg.hardware.aware:
+        return algorithm
+    hw = cfg.hardware
+    return OnChipTraining(algorithm, lambda cid: chip_for(hw, cid))
+
+
 def build_federation(cfg: ExperimentConfig) -> Federation:
     """Load data, split it across clients and build the model factory and algorithm."""
     train = load_dataset(cfg.data.dataset, "train", cfg.data.root)
@@ -97,5 +112,7 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
     if cfg.dp.level != "none":
         with torch.random.fork_rng(devices=[]):  # building a model must not move the RNG
             algorithm = make_private(algorithm, cfg, model_fn())
+    if cfg.hardware is not None:
+        algorithm = on_chip_algorithm(algorithm, cfg, model_fn)
     return Federation(cfg, clients, parts, labels, list(train.classes), test.x, test.y, model_fn,
                       algorithm, resolve_device(cfg.device))

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from spikefed.fl.base import Algorithm, ClientData, Tensors, TrainContext, Upload
 from spikefed.fl.local import SAMPLE_DP_OPTION
+from spikefed.fl.wrap import DelegatingAlgorithm
 from spikefed.privacy.accountant import epsilon
 from spikefed.privacy.defenses import dp_gradient
 
@@ -79,39 +80,7 @@ def _epsilon_or_none(q: float, sigma: float, steps: int, delta: float) -> float 
     return epsilon(q, sigma, steps, delta)[0]
 
 
-class _Delegating(Algorithm):
-    """An algorithm that forwards everything to ``base`` (subclasses override some)."""
-
-    def __init__(self, base: Algorithm) -> None:
-        self.base = base
-        self.name = base.name
-        self.communicates = base.communicates
-
-    def init_server(self, model: nn.Module) -> tuple[dict[str, Any], Tensors]:
-        return self.base.init_server(model)
-
-    def client_update(self, broadcast: Tensors, client_state: dict[str, Any], data: ClientData,
-                      ctx: TrainContext) -> tuple[Upload, dict[str, Any], dict[str, float]]:
-        return self.base.client_update(broadcast, client_state, data, ctx)
-
-    def aggregate(self, server_state: dict[str, Any], uploads: list[Upload]
-                  ) -> tuple[dict[str, Any], Tensors]:
-        return self.base.aggregate(server_state, uploads)
-
-    def server_model_state(self, server_state: dict[str, Any]) -> Tensors | None:
-        return self.base.server_model_state(server_state)
-
-    def server_model(self, server_state: dict[str, Any], model_fn: Any) -> nn.Module | None:
-        return self.base.server_model(server_state, model_fn)
-
-    def client_model_state(self, upload: Upload, client_state: dict[str, Any]) -> Tensors | None:
-        return self.base.client_model_state(upload, client_state)
-
-    def upload_keys(self, model: nn.Module) -> set[str]:
-        return self.base.upload_keys(model)
-
-
-class SampleLevelDP(_Delegating):
+class SampleLevelDP(DelegatingAlgorithm):
     """``base`` with DP-SGD local training; each client tracks and reports its epsilon."""
 
     def __init__(self, base: Algorithm, noise_multiplier: float, clip: float, delta: float
@@ -161,7 +130,7 @@ def clipped_update(upload: Tensors, reference: Tensors, clip: float) -> tuple[Te
     return {k: d * scale for k, d in deltas.items()}, norm
 
 
-class ClientLevelDP(_Delegating):
+class ClientLevelDP(DelegatingAlgorithm):
     """``base`` (FedAvg-style averaging) with DP-FedAvg's clipped, noised server step."""
 
     def __init__(self, base: Algorithm, noise_multiplier: float, clip: float, delta: float,

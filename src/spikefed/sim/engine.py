@@ -22,6 +22,7 @@ from spikefed.report.metrics import MetricsLog
 from spikefed.report.plots import plot_curves
 from spikefed.sim.checkpoint import load_checkpoint, save_checkpoint
 from spikefed.sim.evaluate import evaluate
+from spikefed.sim.on_chip import hardware_record
 from spikefed.sim.validation import Rejection, UploadValidator, require_quorum
 from spikefed.sim.vectorized import client_updates
 
@@ -210,6 +211,11 @@ class Simulation:
             if accs:
                 rec.update(client_acc_mean=float(np.mean(accs)), client_acc_std=float(np.std(accs)),
                            client_loss_mean=float(np.mean(losses)))
+        if self.cfg.hardware is not None:  # simulated chips (spikefed.sim.on_chip)
+            rec.update(hardware_record(
+                self.cfg.hardware, self.fed.algorithm, state.server_state, state.client_states,
+                uploads, self.fed.model_fn, self.fed.test_x, self.fed.test_y,
+                self.cfg.train.eval_batch_size, self.fed.device, self.cfg.train.eval_clients))
         return rec
 
     # ----- whole run ----------------------------------------------------------------------
