@@ -17,6 +17,7 @@ from spikefed.fl.dp import ClientLevelDP, SampleDP, SampleLevelDP, check_per_sam
 from spikefed.fl.fedavg import FedAvg
 from spikefed.fl.fedprox import FedProx
 from spikefed.fl.local import SAMPLE_DP_OPTION
+from spikefed.models import build_model
 from spikefed.privacy.accountant import epsilon
 from spikefed.privacy.defenses import per_sample_grads
 from spikefed.report import read_metrics
@@ -164,3 +165,17 @@ def test_dp_none_leaves_the_algorithm_alone_and_sample_wraps_it() -> None:
     wrapped = build_federation(load_config(overrides=["data.test_subset=10", "dp.level=sample"]))
     assert isinstance(wrapped.algorithm, SampleLevelDP)
     assert wrapped.algorithm.name == "fedavg"
+
+
+def test_dp_sgd_gradient_through_spiking_neurons_matches_backward() -> None:
+    torch.manual_seed(0)
+    snn = build_model("mlp", spiking=True, in_shape=(1, 4, 4), num_classes=3, T=4,
+                      norm="none", hidden=[12])
+    x = 2 * torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(3))
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    torch.nn.functional.cross_entropy(snn(x), y).backward()
+    reference = {n: p.grad.clone() for n, p in snn.named_parameters()}
+    snn.zero_grad(set_to_none=True)
+    SampleDP(0.0, 1e9, torch.Generator().manual_seed(0)).backward(snn, x, y, None)
+    for n, p in snn.named_parameters():
+        torch.testing.assert_close(p.grad, reference[n], rtol=1e-4, atol=1e-6)
