@@ -179,3 +179,22 @@ def test_dp_sgd_gradient_through_spiking_neurons_matches_backward() -> None:
     SampleDP(0.0, 1e9, torch.Generator().manual_seed(0)).backward(snn, x, y, None)
     for n, p in snn.named_parameters():
         torch.testing.assert_close(p.grad, reference[n], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("level", ["sample", "client"])
+def test_private_runs_resume_exactly(tmp_path, level) -> None:
+    cfg = load_config(overrides=[
+        "data.num_clients=4", "train.rounds=2", "data.test_subset=100", "model.spiking=false",
+        "model.kwargs.hidden=[16]", f"dp.level={level}", "dp.noise_multiplier=0.8"])
+
+    def sim(name: str) -> Simulation:
+        s = Simulation(cfg, tmp_path / name)
+        for c in s.fed.clients:
+            c.x, c.y = c.x[:64], c.y[:64]
+        return s
+
+    full = sim("full").run()
+    sim("split").run(stop_after=1)
+    resumed = sim("split").run(resume=True)
+    for key in ("final_server_acc", "final_server_loss", "dp_epsilon_max", "dp_epsilon"):
+        assert full.get(key) == resumed.get(key), key
