@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -117,6 +118,8 @@ def test_mismatched_chips_are_reported_and_aware_training_differs(tmp_path) -> N
     _, soft = _run(tmp_path, "soft", *hw)
     _, aware = _run(tmp_path, "aware", *hw, "hardware.aware=true")
     last = soft[-1]
+    summary = json.loads((tmp_path / "soft" / "summary.json").read_text())
+    assert summary["hw_server_acc_worst10"] == last["hw_server_acc_worst10"]
     assert len(last["hw_server_acc_chips"]) == 3
     assert last["hw_server_acc_worst10"] == min(last["hw_server_acc_chips"])
     assert len(set(last["hw_server_acc_chips"])) > 1  # chips differ

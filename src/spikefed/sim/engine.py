@@ -272,4 +272,5 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         "wall_s": sum(r["wall_s"] for r in records),
         "finite": all(math.isfinite(r.get("train_loss_mean") or 0.0) for r in records),
         **{k: v for k, v in (records[-1] if records else {}).items() if k.startswith("dp_")},
+        **{k: v for k, v in last.items() if k.startswith("hw_")},
     }
