@@ -76,13 +76,14 @@ def model_factory(cfg: ExperimentConfig, in_shape: tuple[int, ...], num_classes:
 def on_chip_algorithm(algorithm: Algorithm, cfg: ExperimentConfig,
                       model_fn: Callable[[], nn.Module]) -> Algorithm:
     """Check the model can go on a chip; wrap for hardware-aware training when asked."""
-    assert cfg.hardware is not None
+    hw = cfg.hardware
+    if hw is None:
+        return algorithm
     with torch.random.fork_rng(devices=[]):  # building a model must not move the RNG
         if not cfg.algorithm.name.startswith("s-"):  # SNFL: the server SNN is converted later
-            place_on_chip(model_fn(), chip_for(cfg.hardware, 0))
-    if not cfg.hardware.aware:
+            place_on_chip(model_fn(), chip_for(hw, 0))
+    if not hw.aware:
         return algorithm
-    hw = cfg.hardware
     return OnChipTraining(algorithm, lambda cid: chip_for(hw, cid))
 
 
@@ -112,7 +113,6 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
     if cfg.dp.level != "none":
         with torch.random.fork_rng(devices=[]):  # building a model must not move the RNG
             algorithm = make_private(algorithm, cfg, model_fn())
-    if cfg.hardware is not None:
-        algorithm = on_chip_algorithm(algorithm, cfg, model_fn)
+    algorithm = on_chip_algorithm(algorithm, cfg, model_fn)
     return Federation(cfg, clients, parts, labels, list(train.classes), test.x, test.y, model_fn,
                       algorithm, resolve_device(cfg.device))
