@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from spikefed.config import ConfigError, load_config
+from spikefed.convert.neuron import ConvertedIF
 from spikefed.fl.on_chip import OnChipTraining
 from spikefed.models import build_model
 from spikefed.report import read_metrics
@@ -124,3 +125,16 @@ def test_mismatched_chips_are_reported_and_aware_training_differs(tmp_path) -> N
     assert last["hw_server_acc_worst10"] == min(last["hw_server_acc_chips"])
     assert len(set(last["hw_server_acc_chips"])) > 1  # chips differ
     assert aware[-1]["train_loss_mean"] != soft[-1]["train_loss_mean"]
+
+
+def test_converted_if_neurons_get_threshold_mismatch() -> None:
+    def out(chip: Chip) -> torch.Tensor:
+        neuron = ConvertedIF(threshold=0.7, shape=(5,))
+        keys = set(neuron.state_dict())
+        place_on_chip(nn.Sequential(neuron), chip)
+        assert set(neuron.state_dict()) == keys
+        with torch.no_grad():
+            return neuron(torch.linspace(0, 1, 5).repeat(8, 3, 1))  # [T, B, 5]
+
+    ideal, a = out(Chip(0)), out(Chip(5, threshold_sigma=0.3))
+    assert not torch.equal(ideal, a) and torch.equal(a, out(Chip(5, threshold_sigma=0.3)))
