@@ -233,6 +233,43 @@ class ReportConfig(Strict):
         "(needs the `mlflow` extra: pip install 'spikefed[mlflow]')")
 
 
+#: Algorithms whose clients train with the shared loop and a data-independent extra loss
+#: (FedProx's proximal term, SCAFFOLD's gradient correction), so DP-SGD can replace it.
+DP_SAMPLE_ALGORITHMS = ("fedavg", "fedprox", "scaffold", "solo", "centralized")
+#: Algorithms whose server step is FedAvg's parameter average (DP-FedAvg replaces it).
+DP_CLIENT_ALGORITHMS = ("fedavg", "fedprox", "moon")
+
+
+class DPConfig(Strict):
+    """Differential privacy inside training (docs/edge.md): DP-SGD or DP-FedAvg."""
+
+    level: Literal["none", "sample", "client"] = Field(
+        "none", description="none; sample: DP-SGD in local training (per-example privacy); "
+        "client: DP-FedAvg on the server (per-client privacy)")
+    noise_multiplier: float = Field(1.0, ge=0, description="Gaussian noise std / clip (sigma)")
+    clip: float = Field(1.0, gt=0, description="L2 bound: per-sample gradient (sample) or "
+                        "client update (client)")
+    delta: float = Field(1e-5, gt=0, lt=1, description="delta of the reported (epsilon, delta)")
+
+
+class HardwareConfig(Strict):
+    """Simulated neuromorphic chips, one per client plus a held-out population (docs/edge.md)."""
+
+    threshold_sigma: float = Field(0.0, ge=0, le=1, description="relative per-neuron spread "
+                                   "of the firing threshold")
+    beta_sigma: float = Field(0.0, ge=0, le=1, description="relative per-neuron spread of the "
+                              "leak beta (leaky neurons)")
+    weight_bits: int | None = Field(None, ge=2, le=16, description="synaptic weight precision "
+                                    "(symmetric, chip's own per-tensor scale); null: float")
+    read_noise: float = Field(0.0, ge=0, le=1, description="weight read noise std relative to "
+                              "the tensor's largest weight, fresh every read")
+    aware: bool = Field(False, description="hardware-aware training: each client trains on "
+                        "its own chip")
+    eval_chips: int = Field(8, ge=0, description="held-out chips the server model is "
+                            "evaluated on each evaluation round")
+    seed: int = Field(0, ge=0, lt=2**32, description="seed of the chips' mismatch draws")
+
+
 class ExperimentConfig(Strict):
     """A whole experiment: data, model, algorithm, training and the energy model."""
 
@@ -245,6 +282,8 @@ class ExperimentConfig(Strict):
     train: TrainConfig = TrainConfig()
     energy: EnergyModel = EnergyModel()
     report: ReportConfig = ReportConfig()
+    dp: DPConfig = DPConfig()
+    hardware: HardwareConfig | None = None
 
     @model_validator(mode="after")
     def _check_round_sizes(self) -> ExperimentConfig:
@@ -290,6 +329,49 @@ class ExperimentConfig(Strict):
         if d.feature_skew is not None:
             raise ValueError(f"data.feature_skew applies to images, not to event data set "
                              f"{d.dataset!r}; remove data.feature_skew")
+        return self
+
+    @model_validator(mode="after")
+    def _check_dp(self) -> ExperimentConfig:
+        level = self.dp.level
+        if level == "none":
+            return self
+        allowed = DP_SAMPLE_ALGORITHMS if level == "sample" else DP_CLIENT_ALGORITHMS
+        if self.algorithm.name not in allowed:
+            why = ("its local training touches the data outside the shared DP-SGD loop "
+                   "(a contrastive loss, or an ANN-to-SNN calibration)" if level == "sample" else
+                   "its server step is not FedAvg's parameter average")
+            raise ValueError(f"dp.level={level!r} does not support algorithm.name="
+                             f"{self.algorithm.name!r}: {why}; use one of {list(allowed)} "
+                             "or dp.level=none")
+        if level == "sample" and self.model.norm == "bn":
+            raise ValueError("dp.level='sample' with model.norm='bn': BatchNorm mixes examples, "
+                             "so per-sample gradients are undefined; set model.norm=gn")
+        if self.train.vectorize == "on":
+            raise ValueError(f"dp.level={level!r} trains clients one by one; "
+                             "set train.vectorize=off (or auto)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_hardware(self) -> ExperimentConfig:
+        hw = self.hardware
+        if hw is None:
+            return self
+        converted = self.algorithm.name.startswith("s-")
+        if not self.model.spiking and not converted:
+            raise ValueError("hardware: needs spiking neurons, but model.spiking=false (and "
+                             f"algorithm.name={self.algorithm.name!r} does not convert to an "
+                             "SNN); set model.spiking=true or remove the hardware section")
+        if hw.aware and converted:
+            raise ValueError(f"hardware.aware=true with algorithm.name={self.algorithm.name!r}:"
+                             " SNFL clients train ANNs, which have no chip; set "
+                             "hardware.aware=false")
+        if hw.aware and self.dp.level == "sample":
+            raise ValueError("hardware.aware=true cannot be combined with dp.level='sample' "
+                             "(per-sample gradients bypass the chip hooks); choose one")
+        if hw.aware and self.train.vectorize == "on":
+            raise ValueError("hardware.aware=true trains clients one by one on their chips; "
+                             "set train.vectorize=off (or auto)")
         return self
 
 

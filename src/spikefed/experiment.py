@@ -20,9 +20,12 @@ from spikefed.data.binning import EventBinning
 from spikefed.data.emulate import EmulatorConfig
 from spikefed.data.event_sets import is_event_dataset, leading_samples, load_event_dataset
 from spikefed.fl.base import Algorithm, ClientData, TrainContext
+from spikefed.fl.dp import make_private
+from spikefed.fl.on_chip import OnChipTraining, chip_for
 from spikefed.fl.registry import build_algorithm
 from spikefed.fl.schedule import scheduled_lr
 from spikefed.models import build_model
+from spikefed.snn.hardware import place_on_chip
 
 
 def resolve_device(name: str) -> torch.device:
@@ -135,6 +138,20 @@ def load_event_splits(cfg: ExperimentConfig) -> tuple[ArrayDataset, ArrayDataset
                                emulator=emulator))
 
 
+def on_chip_algorithm(algorithm: Algorithm, cfg: ExperimentConfig,
+                      model_fn: Callable[[], nn.Module]) -> Algorithm:
+    """Check the model can go on a chip; wrap for hardware-aware training when asked."""
+    hw = cfg.hardware
+    if hw is None:
+        return algorithm
+    with torch.random.fork_rng(devices=[]):  # building a model must not move the RNG
+        if not cfg.algorithm.name.startswith("s-"):  # SNFL: the server SNN is converted later
+            place_on_chip(model_fn(), chip_for(hw, 0))
+    if not hw.aware:
+        return algorithm
+    return OnChipTraining(algorithm, lambda cid: chip_for(hw, cid))
+
+
 def build_federation(cfg: ExperimentConfig,
                      model: Callable[..., nn.Module] | None = None) -> Federation:
     """Load data, split it across clients and build the model factory and algorithm;
@@ -167,5 +184,9 @@ def build_federation(cfg: ExperimentConfig,
                for idx, tf in zip(parts, transforms, strict=True)]
     model_fn = model_factory(cfg, train.in_shape, train.num_classes, model)
     algorithm = build_algorithm(cfg.algorithm.name, cfg.algorithm.params)
+    if cfg.dp.level != "none":
+        with torch.random.fork_rng(devices=[]):  # building a model must not move the RNG
+            algorithm = make_private(algorithm, cfg, model_fn())
+    algorithm = on_chip_algorithm(algorithm, cfg, model_fn)
     return Federation(cfg, clients, parts, labels, list(train.classes), test.x, test.y, model_fn,
                       algorithm, device)

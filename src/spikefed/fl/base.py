@@ -155,6 +155,10 @@ class Algorithm(ABC):
         client_id = int(client_state.get("client_id", 0))
         return Upload(client_id, trained, len(data), metrics), client_state
 
+    def round_metrics(self, server_state: dict[str, Any]) -> dict[str, Any]:
+        """Extra per-round entries for metrics.jsonl (default none; DP reports epsilon)."""
+        return {}
+
     def upload_keys(self, model: nn.Module) -> set[str]:
         """Keys a valid upload must carry (used to validate client uploads)."""
         return set(model.state_dict().keys())

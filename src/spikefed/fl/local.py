@@ -13,6 +13,9 @@ from spikefed.fl.base import ClientData, TrainContext
 
 Penalty = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 GradHook = Callable[[nn.Module], None]
+#: `TrainContext.options` key of a DP-SGD gradient source (`spikefed.fl.dp.SampleDP`): its
+#: `backward(model, x, y, extra_loss)` replaces `loss.backward()`.
+SAMPLE_DP_OPTION = "sample_dp"
 
 
 def client_generator(seed: int, round_idx: int, client_id: int) -> torch.Generator:
@@ -64,16 +67,18 @@ def local_train(
     """Run `ctx.local_epochs` epochs of minibatch training in place.
 
     `penalty(model, x, logits)` adds a regulariser to the cross-entropy (FedProx, MOON);
-    `grad_hook(model)` edits gradients before the step (SCAFFOLD). Returns the mean training
-    loss and accuracy and the number of optimiser steps taken. The context's recipe options
-    apply here: `augment` (per minibatch, on the device), `amp` (bf16 autocast) and
-    `channels_last`.
+    `grad_hook(model)` edits gradients before the step (SCAFFOLD); a DP-SGD gradient source
+    in `ctx.options[SAMPLE_DP_OPTION]` computes them (then the penalty must not depend on the
+    data). Returns the mean training loss and accuracy and the number of optimiser steps taken.
+    The context's recipe options apply here: `augment` (per minibatch, on the device), `amp`
+    (bf16 autocast) and `channels_last`.
     """
     model.train()
     model.to(ctx.device)
     if ctx.channels_last:
         model.to(memory_format=torch.channels_last)
     augment = batch_augmenter(ctx.augment, ctx.seed, ctx.round, client_id)
+    private = ctx.options.get(SAMPLE_DP_OPTION)
     optimizer = make_optimizer(model, ctx)
     generator = client_generator(ctx.seed, ctx.round, client_id)
     seed_global_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)), ctx.device)
@@ -88,10 +93,14 @@ def local_train(
             with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=ctx.amp):
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
-                if penalty is not None:
-                    loss = loss + penalty(model, x, logits)
+                extra = penalty(model, x, logits) if penalty is not None else None
+                if extra is not None:
+                    loss = loss + extra
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if private is None:
+                loss.backward()
+            else:  # DP-SGD: clipped, noised per-sample gradients (spikefed.fl.dp)
+                private.backward(model, x, y, extra)
             if grad_hook is not None:
                 grad_hook(model)
             optimizer.step()

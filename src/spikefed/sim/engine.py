@@ -29,6 +29,7 @@ from spikefed.sim.checkpoint import (
 )
 from spikefed.sim.divergence import loss_limit, screen_losses
 from spikefed.sim.evaluate import evaluate
+from spikefed.sim.on_chip import hardware_record
 from spikefed.sim.resume import check_checkpoint, check_metrics_complete
 from spikefed.sim.rundir import RunDirLock, check_fresh_start, clean_temporaries
 from spikefed.sim.validation import Clip, Rejection, UploadValidator, require_quorum
@@ -155,6 +156,7 @@ class Simulation:
             "rejected": [bad.as_record() for bad in rejected],
             "clipped": [clip.as_record() for clip in clipped],
         }
+        record.update(alg.round_metrics(state.server_state))
         if r % self.cfg.train.eval_every == 0 or r == self.cfg.train.rounds:
             record.update(self._eval_record(state, uploads, progress))
         record["wall_s"] = time.perf_counter() - start
@@ -240,6 +242,11 @@ class Simulation:
                     {"client": u.client_id, "num_samples": u.num_samples, "acc": res.accuracy,
                      "loss": res.loss, "train_loss": u.metrics.get("train_loss")}
                     for u, res in zip(uploads, results, strict=True) if res is not None]
+        if self.cfg.hardware is not None:  # simulated chips (spikefed.sim.on_chip)
+            rec.update(hardware_record(
+                self.cfg.hardware, self.fed.algorithm, state.server_state, state.client_states,
+                uploads, self.fed.model_fn, self.fed.test_x, self.fed.test_y,
+                self.cfg.train.eval_batch_size, self.fed.device, self.cfg.train.eval_clients))
         return rec
 
     # ----- whole run ----------------------------------------------------------------------
@@ -320,4 +327,6 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         "wall_s": sum(r["wall_s"] for r in records),
         "finite": all(math.isfinite(r.get("train_loss_mean") or 0.0) and not r.get("nonfinite")
                       for r in records),
+        **{k: v for k, v in (records[-1] if records else {}).items() if k.startswith("dp_")},
+        **{k: v for k, v in last.items() if k.startswith("hw_")},
     }
