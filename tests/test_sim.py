@@ -41,6 +41,19 @@ def test_short_federated_snn_run_beats_chance(tmp_path) -> None:
         0.9 * last["synops_per_sample"] + 4.6 * last["macs_per_sample"])
 
 
+def test_if_neurons_from_the_config_train_a_federation(tmp_path) -> None:
+    """`model.neuron.type: if` builds integrate-and-fire neurons (no leak) that learn."""
+    from spikefed.snn import IF
+
+    sim = _trim(Simulation(_cfg("model.neuron.type=if", "model.neuron.threshold=0.5"),
+                           tmp_path / "run"))
+    neurons = [m for m in sim.fed.model_fn().modules() if isinstance(m, IF)]
+    assert neurons  # the default (lif) builds LIF, which is not an IF
+    assert sim.run()["final_server_acc"] > 0.5  # chance is 0.1
+    with pytest.raises(ValueError, match="learn_beta"):
+        _cfg("model.neuron.type=if", "model.neuron.learn_beta=true")
+
+
 def test_bytes_are_counted_exactly(tmp_path) -> None:
     sim = _trim(Simulation(_cfg("train.rounds=1", "train.clients_per_round=3"), tmp_path), 64)
     sim.run()

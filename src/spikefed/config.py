@@ -93,6 +93,9 @@ class DataConfig(Strict):
 
 
 class NeuronConfig(Strict):
+    type: Literal["lif", "if"] = Field(
+        "lif", description="lif (leaky, decay beta) or if (integrate-and-fire: no leak, so "
+        "beta and learn_beta do not apply)")
     beta: float = Field(0.9, ge=0, le=1)
     threshold: float = Field(1.0, gt=0)
     reset: Literal["subtract", "zero", "none"] = "subtract"
@@ -104,6 +107,20 @@ class NeuronConfig(Strict):
         "spikefed", description="spike/reset timing: spikefed (fire at v >= threshold, reset "
         "in the same step) or snntorch (fire at v > threshold, reset at the next step, as "
         "snnTorch's Leaky) for weights trained with snnTorch; see docs/snn.md")
+
+    @model_validator(mode="after")
+    def _check_leak(self) -> NeuronConfig:
+        if self.type == "if" and self.learn_beta:
+            raise ValueError("model.neuron.learn_beta=true with model.neuron.type='if': an IF "
+                             "neuron has no leak to learn; set learn_beta=false or type=lif")
+        return self
+
+    def neuron_kwargs(self) -> dict[str, Any]:
+        """The options `spikefed.snn.make_neuron` takes for this neuron type."""
+        options = self.model_dump()
+        if self.type == "if":
+            del options["beta"], options["learn_beta"]
+        return options
 
 
 class ModelConfig(Strict):

@@ -111,7 +111,7 @@ def model_factory(cfg: ExperimentConfig, in_shape: tuple[int, ...], num_classes:
 
     def build() -> nn.Module:
         return build_model(m.name, spiking=m.spiking, in_shape=in_shape, num_classes=num_classes,
-                           T=m.T, neuron=m.neuron.model_dump(), encoder=m.encoder, norm=m.norm,
+                           T=m.T, neuron=m.neuron.neuron_kwargs(), encoder=m.encoder, norm=m.norm,
                            order=order, stem_once=m.stem_once, **events, **m.kwargs)
 
     return build
