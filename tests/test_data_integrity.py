@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import io
 import os
-import tarfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from archives import write_tar
 
 from spikefed.data import integrity
 from spikefed.data.archives import DamagedArchiveError
@@ -28,21 +28,12 @@ def _events(n: int, seed: int) -> bytes:
                                   rng.integers(0, 34, n), rng.integers(0, 2, n)))
 
 
-def _tar(path: Path, members: dict[str, bytes]) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
 def _nmnist(path: Path, **replace: bytes) -> Path:
     members = {"NMNISTsmall/train1K.txt": b"#sample #class\n1 3\n2 7\n",
                "NMNISTsmall/test100.txt": b"60001 1\n",
                "NMNISTsmall/1.bs2": _events(40, 1), "NMNISTsmall/2.bs2": _events(50, 2),
                "NMNISTsmall/60001.bs2": _events(30, 3)}
-    return _tar(path, {**members, **replace})
+    return write_tar(path, {**members, **replace})
 
 
 def _table(path: Path) -> dict[str, ArchiveDigest]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from archives import write_tar
 from typer.testing import CliRunner
 
 from spikefed.cli import app
@@ -92,15 +91,6 @@ def test_bundled_nmnist_mini_rejects_binnings_it_cannot_give() -> None:
 
 
 # files under a data root: N-MNIST archive, DVS Gesture, MNIST-DVS ---------------------------
-def _tar(path: Path, members: dict[str, bytes]) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
 def _fake_nmnist(root: Path, bad_member: bytes | None = None) -> Path:
     folder = root / "nmnist_small"
     folder.mkdir(parents=True)
@@ -109,7 +99,7 @@ def _fake_nmnist(root: Path, bad_member: bytes | None = None) -> Path:
                "NMNISTsmall/test100.txt": b"#sample #class\n60001 1\n",
                "NMNISTsmall/1.bs2": real, "NMNISTsmall/2.bs2": bad_member or real,
                "NMNISTsmall/60001.bs2": real}
-    return _tar(folder / "NMNISTsmall.tar.gz", members)
+    return write_tar(folder / "NMNISTsmall.tar.gz", members)
 
 
 def test_nmnist_small_bins_the_archive_and_caches_it(tmp_path: Path, _cache: Path) -> None:
@@ -180,7 +170,7 @@ def test_dvs_gesture_windows_split_each_clip(tmp_path: Path) -> None:
                          rng.integers(0, 128, n), rng.integers(0, 2, n))
         clips[f"{k}.bs2"] = encode_bs2(ev)
     (tmp_path / "dvs_gesture_10").mkdir()
-    _tar(tmp_path / "dvs_gesture_10" / "clips.tar.gz", clips)
+    write_tar(tmp_path / "dvs_gesture_10" / "clips.tar.gz", clips)
     b = EventBinning(T=5, window_us=300_000, downsample=4)
     train = load_event_dataset("dvs-gesture", "train", tmp_path, b)
     test = load_event_dataset("dvs-gesture", "test", tmp_path, b)
