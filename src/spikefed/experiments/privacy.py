@@ -9,7 +9,6 @@ on ``cfg.device``; results are moved to the CPU before they are written.
 from __future__ import annotations
 
 import copy
-import csv
 import math
 import os
 import statistics
@@ -37,6 +36,7 @@ from spikefed.privacy.event_victims import event_victims
 from spikefed.privacy.labels import multiset_accuracy
 from spikefed.privacy.statprior import statprior_attack
 from spikefed.privacy.threat import ThreatModel, flat, observe
+from spikefed.report.tables import write_rows_csv
 from spikefed.yamlfile import read_yaml_mapping
 
 AttackName = Literal["dlg", "idlg", "ig", "statprior"]
@@ -497,7 +497,7 @@ def run_attack_benchmark(
                             )
                             if progress is not None:
                                 progress(f"{attack}/{model_name}/{dom_kind}: {row['psnr']:.1f} dB")
-    write_csv(rows, out / "results.csv")
+    write_rows_csv(rows, out / "results.csv", CSV_FIELDS)
     (out / "summary.md").write_text(summary_markdown(rows, cfg, str(device)))
     from spikefed.privacy.plots import plot_curves, plot_reconstructions
 
@@ -522,15 +522,6 @@ def count_runs(cfg: AttackConfig) -> int:
             n = sum(1 for k in kinds if d.kind != "snfl" or (k == "ann" and dom == "image"))
             per_domain += n
     return len(cfg.seeds) * per_domain * cfg.data.samples * len(cfg.attacks)
-
-
-def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    """``results.csv`` with :data:`CSV_FIELDS` (missing metrics empty)."""
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_FIELDS})
 
 
 def _ms(values: list[float]) -> str:

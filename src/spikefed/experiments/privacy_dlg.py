@@ -21,7 +21,6 @@ reaches PSNR >= 20 dB or SSIM >= 0.5. ``run_dlg_cifar`` writes ``results.csv``,
 from __future__ import annotations
 
 import copy
-import csv
 import statistics
 import time
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from spikefed.privacy.attacks import Problem, dlg
 from spikefed.privacy.defenses import snfl_convert
 from spikefed.privacy.domains import InputDomain
 from spikefed.privacy.threat import ThreatModel, observe
+from spikefed.report.tables import write_rows_csv
 
 ARMS = ("ann-sigmoid", "ann-relu", "snfl")
 PAPER = {  # SNFL paper, Sec. 5.1 / Fig. 2a (DLG, CIFAR-10, batch 1)
@@ -177,10 +177,7 @@ def run_dlg_cifar(
                     strips[arm] = shots
                 if progress is not None:
                     progress(f"{arm} image {ids[i]} seed {seed}: {row['psnr']:.1f} dB")
-    with (out / "results.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+    write_rows_csv(rows, out / "results.csv", CSV_FIELDS)
     (out / "summary.md").write_text(summary_markdown(rows, setting, len(x)))
     plot_strips(x[0], strips, setting.snapshots, out / "strips.png")
     return rows

@@ -20,7 +20,6 @@ upload reveals it exactly up to float rounding.
 
 from __future__ import annotations
 
-import csv
 import statistics
 import time
 from collections.abc import Callable
@@ -48,6 +47,7 @@ from spikefed.privacy.protocol import (
     weight_update,
 )
 from spikefed.privacy.threat import ThreatModel, observe, trainable
+from spikefed.report.tables import write_rows_csv
 
 ARMS = ("fedavg", *(f"snfl-{b}" for b in BIAS_ESTIMATES))
 CSV_FIELDS = ["arm", "attack", "local_steps", "image", "seed", "psnr", "ssim", "iters_to_leak",
@@ -199,10 +199,7 @@ def run_protocol_attack(
                         })
                         if progress is not None:
                             progress(f"E={steps} {arm}/{name}: {rows[-1]['psnr']:.1f} dB")
-    with (out / "results.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+    write_rows_csv(rows, out / "results.csv", CSV_FIELDS)
     (out / "summary.md").write_text(summary_markdown(rows, setting, len(x)))
     return rows
 
