@@ -279,7 +279,7 @@ def bench_rounds(device: torch.device, counts: list[int], repeats: int,
         g = torch.Generator().manual_seed(C)
         datas = [ClientData(torch.rand(16, 1, 28, 28, generator=g),
                             torch.randint(0, 10, (16,), generator=g)) for _ in range(C)]
-        states = {i: {"client_id": i} for i in range(C)}
+        states: dict[int, dict] = {i: {} for i in range(C)}
         ids = list(range(C))
         ctx = TrainContext(model_fn=model_fn, batch_size=16, lr=0.05, momentum=0.9,
                            device=device)

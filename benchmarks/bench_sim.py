@@ -121,7 +121,7 @@ def run_serial(alg: FedAvg, broadcast: dict, datas: list[ClientData], ctx: Train
                ) -> None:
     """Every client's `client_update`, one after another."""
     for cid, d in enumerate(datas):
-        alg.client_update(broadcast, {"client_id": cid}, d, ctx)
+        alg.client_update(cid, broadcast, {}, d, ctx)
 
 
 def run_engine(alg: FedAvg, broadcast: dict, states: dict, datas: list[ClientData],
@@ -148,7 +148,7 @@ def bench_vectorized(repeats: int, clients: list[int], batches: list[int], steps
             datas = [ClientData(torch.rand(steps * B, 1, 28, 28, generator=g),
                                 torch.randint(0, 10, (steps * B,), generator=g))
                      for _ in range(C)]
-            ids, states = list(range(C)), {i: {"client_id": i} for i in range(C)}
+            ids, states = list(range(C)), {i: {} for i in range(C)}
             serial = partial(run_serial, alg, broadcast, datas, ctx)
             one_group = partial(train_vectorized, alg, broadcast, datas, ids, ctx)
             engine = partial(run_engine, alg, broadcast, states, datas, ids, ctx)

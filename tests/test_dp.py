@@ -58,15 +58,15 @@ def test_dp_sgd_without_noise_and_clipping_equals_plain_training(algorithm) -> N
     data = _data()
     ctx = TrainContext(model_fn=_net, batch_size=8, lr=0.1, momentum=0.9, local_epochs=2)
     broadcast = algorithm.init_server(_net())[1]
-    plain, _, _ = algorithm.client_update(broadcast, {"client_id": 3}, data, ctx)
+    plain, _, _ = algorithm.client_update(3, broadcast, {}, data, ctx)
     private = SampleDP(0.0, 1e9, torch.Generator().manual_seed(0))
     dp_ctx = replace(ctx, options={SAMPLE_DP_OPTION: private})
-    dp, _, _ = algorithm.client_update(broadcast, {"client_id": 3}, data, dp_ctx)
+    dp, _, _ = algorithm.client_update(3, broadcast, {}, data, dp_ctx)
     for k, v in plain.tensors.items():
         torch.testing.assert_close(dp.tensors[k], v, rtol=1e-4, atol=1e-6)
     noisy = SampleDP(1.0, 1.0, torch.Generator().manual_seed(0))
     noisy_ctx = replace(ctx, options={SAMPLE_DP_OPTION: noisy})
-    moved, _, _ = algorithm.client_update(broadcast, {"client_id": 3}, data, noisy_ctx)
+    moved, _, _ = algorithm.client_update(3, broadcast, {}, data, noisy_ctx)
     assert not all(torch.allclose(moved.tensors[k], v, atol=1e-3) for k, v in plain.tensors.items())
 
 

@@ -51,9 +51,9 @@ def test_reused_model_gives_the_same_uploads_as_fresh_models() -> None:
         shared = TrainContext(model_fn=_model, batch_size=4, momentum=0.9)
         for cid, data in enumerate(_clients()):
             fresh = TrainContext(model_fn=_model, batch_size=4, momentum=0.9)
-            state = {"client_id": cid}
-            up_shared, st_shared, _ = alg.client_update(broadcast_alg, state, data, shared)
-            up_fresh, st_fresh, _ = alg.client_update(broadcast_alg, state, data, fresh)
+            state: dict = {}
+            up_shared, st_shared, _ = alg.client_update(cid, broadcast_alg, state, data, shared)
+            up_fresh, st_fresh, _ = alg.client_update(cid, broadcast_alg, state, data, fresh)
             for k in up_fresh.tensors:
                 assert torch.equal(up_shared.tensors[k], up_fresh.tensors[k]), (name, cid, k)
             assert up_shared.metrics == up_fresh.metrics

@@ -59,11 +59,11 @@ KILLER = textwrap.dedent("""
             die()
         write(path, data)
 
-    def client_update(self, broadcast, client_state, data, ctx):
+    def client_update(self, client_id, broadcast, client_state, data, ctx):
         calls[ctx.round] = calls.get(ctx.round, 0) + 1
         if point == "mid-round" and ctx.round == at_round and calls[ctx.round] == 2:
             die()
-        return update(self, broadcast, client_state, data, ctx)
+        return update(self, client_id, broadcast, client_state, data, ctx)
 
     engine.save_checkpoint, ck.atomic_write_bytes = save_checkpoint, atomic_write_bytes
     FedAvg.client_update = client_update
@@ -508,8 +508,8 @@ def test_divergence_skip_client_records_rejections(tmp_path) -> None:
         c.x, c.y = c.x[:64], c.y[:64]
     real = sim.fed.algorithm.client_update
 
-    def client_update(broadcast, state, data, ctx):  # client 2 blows up in round 2
-        upload, new_state, metrics = real(broadcast, state, data, ctx)
+    def client_update(client_id, broadcast, state, data, ctx):  # client 2 blows up in round 2
+        upload, new_state, metrics = real(client_id, broadcast, state, data, ctx)
         if ctx.round == 2 and data is sim.fed.clients[2]:
             upload.metrics["train_loss"] = float("nan")
         return upload, new_state, metrics

@@ -44,9 +44,9 @@ def test_fedavg_weights_by_sample_count_exactly() -> None:
 def test_fedprox_mu_zero_equals_fedavg() -> None:
     torch.manual_seed(0)
     init = _tiny_model().state_dict()
-    avg, _, _ = build_algorithm("fedavg").client_update(init, {"client_id": 1}, _data(), _ctx())
+    avg, _, _ = build_algorithm("fedavg").client_update(1, init, {}, _data(), _ctx())
     prox, _, _ = build_algorithm("fedprox", {"mu": 0.0}).client_update(
-        init, {"client_id": 1}, _data(), _ctx())
+        1, init, {}, _data(), _ctx())
     for k in avg.tensors:
         assert torch.equal(avg.tensors[k], prox.tensors[k])
 
@@ -55,7 +55,7 @@ def test_fedprox_stays_closer_to_the_broadcast() -> None:
     init = _tiny_model().state_dict()
 
     def drift(alg) -> float:
-        up, _, _ = alg.client_update(init, {"client_id": 0}, _data(), _ctx(local_epochs=5))
+        up, _, _ = alg.client_update(0, init, {}, _data(), _ctx(local_epochs=5))
         return sum(float(((up.tensors[k] - init[k]) ** 2).sum()) for k in init)
 
     assert drift(build_algorithm("fedprox", {"mu": 5.0})) < 0.8 * drift(build_algorithm("fedavg"))
@@ -64,7 +64,7 @@ def test_fedprox_stays_closer_to_the_broadcast() -> None:
 def test_solo_keeps_model_private_and_uploads_nothing() -> None:
     alg = build_algorithm("solo")
     server, broadcast = alg.init_server(_tiny_model())
-    up, state, _ = alg.client_update(broadcast, {"client_id": 0}, _data(), _ctx())
+    up, state, _ = alg.client_update(0, broadcast, {}, _data(), _ctx())
     assert up.tensors == {} and up.nbytes == 0
     assert set(state["params"]) == set(_tiny_model().state_dict())
     assert alg.server_model_state(server) is None

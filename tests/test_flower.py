@@ -121,9 +121,10 @@ class HalfUpload(FedAvg):
     def upload_keys(self, model):
         return {k for k in model.state_dict() if k.endswith("weight")}
 
-    def client_update(self, broadcast, client_state, data, ctx):
+    def client_update(self, client_id, broadcast, client_state, data, ctx):
         params = {k: v for k, v in broadcast.items() if k != "server.round"}
-        upload, state, metrics = super().client_update(params, client_state, data, ctx)
+        upload, state, metrics = super().client_update(client_id, params, client_state,
+                                                       data, ctx)
         state = {**state, "seen": state.get("seen", 0) + 1}
         kept = {k: v for k, v in upload.tensors.items() if k.endswith("weight")}
         return Upload(upload.client_id, kept, upload.num_samples, upload.metrics), state, metrics
@@ -153,17 +154,18 @@ def test_asymmetric_upload_broadcast_and_private_state(tmp_path) -> None:
         if seen is None:
             assert STATE not in ctx.state.config_records
         else:
-            assert load_client_state(ctx, pid)["seen"] == seen
+            assert load_client_state(ctx)["seen"] == seen
 
 
 class Faulty(FedAvg):
     """Client 1 crashes, client 2 uploads NaNs; everyone else is honest."""
 
-    def client_update(self, broadcast, client_state, data, ctx):
-        cid = int(client_state["client_id"])
+    def client_update(self, client_id, broadcast, client_state, data, ctx):
+        cid = client_id
         if cid == 1:
             raise RuntimeError("disk full")
-        upload, state, metrics = super().client_update(broadcast, client_state, data, ctx)
+        upload, state, metrics = super().client_update(client_id, broadcast, client_state,
+                                                       data, ctx)
         if cid == 2:
             key = next(iter(upload.tensors))
             upload.tensors[key] = torch.full_like(upload.tensors[key], float("nan"))

@@ -95,9 +95,10 @@ def test_a_node_claiming_a_bound_partition_is_refused_not_fatal(tmp_path) -> Non
 class _Inflated(FedAvg):
     """Client 2 reports a million training samples (its partition holds 32)."""
 
-    def client_update(self, broadcast, client_state, data, ctx):
-        upload, state, metrics = super().client_update(broadcast, client_state, data, ctx)
-        if int(client_state["client_id"]) == 2:
+    def client_update(self, client_id, broadcast, client_state, data, ctx):
+        upload, state, metrics = super().client_update(client_id, broadcast, client_state,
+                                                       data, ctx)
+        if client_id == 2:
             upload.num_samples = 10**6
         return upload, state, metrics
 
@@ -151,7 +152,7 @@ def test_replies_from_unbound_or_unasked_nodes_are_refused(tmp_path) -> None:
     ctx = fed.train_context(1)
 
     def reply_from(node: int, cid: int) -> Message:
-        upload, _, _ = honest.client_update(strategy.broadcast, {"client_id": cid},
+        upload, _, _ = honest.client_update(cid, strategy.broadcast, {},
                                             fed.clients[cid], ctx)
         asked = Message(RecordDict(), dst_node_id=node, message_type=MessageType.TRAIN)
         return Message(reply_content(upload), reply_to=asked)

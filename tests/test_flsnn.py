@@ -118,8 +118,8 @@ def test_algorithm_contract_partial_upload_and_aggregate(data) -> None:
     for _round in range(2):
         uploads = []
         for cid, cd in enumerate(clients):
-            ctx = TrainContext(model_fn=lambda: model, options={"client_id": cid})
-            up, states[cid], _ = alg.client_update(broadcast, states[cid], cd, ctx)
+            ctx = TrainContext(model_fn=lambda: model)
+            up, states[cid], _ = alg.client_update(cid, broadcast, states[cid], cd, ctx)
             assert up.nbytes == exchange_bytes(alg.k, alg.n_ff, n_dense_values(snn))[0]
             assert len(up.tensors["ff_index"]) == alg.k
             assert up.tensors["ff_index"].dtype == index_dtype(alg.n_ff)
@@ -135,9 +135,9 @@ def test_algorithm_contract_partial_upload_and_aggregate(data) -> None:
         only0 = idx[0][~torch.isin(idx[0], idx[1])]
         assert torch.equal(new[only0], uploads[0].tensors["ff_values"][~torch.isin(idx[0], idx[1])])
     local = states[0]["params"]["ff"].reshape(-1).clone()
-    ctx = TrainContext(model_fn=lambda: model, options={"client_id": 0})
+    ctx = TrainContext(model_fn=lambda: model)
     alg_frozen = FLSNN(snn, LearningRule(lr=0.0, delta_s=5), tau=1, comm_rate=0.05, n_examples=4)
-    _, st, _ = alg_frozen.client_update(broadcast, states[0], clients[0], ctx)
+    _, st, _ = alg_frozen.client_update(0, broadcast, states[0], clients[0], ctx)
     after = st["params"]["ff"].reshape(-1)
     mine = states[0]["sent_index"]
     unsent = torch.ones_like(after, dtype=torch.bool)

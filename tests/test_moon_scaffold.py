@@ -36,16 +36,16 @@ def _init() -> dict[str, torch.Tensor]:
 # ---------------------------------------------------------------- MOON
 def test_moon_mu_zero_equals_fedavg_and_mu_positive_differs() -> None:
     init = _init()
-    avg, _, _ = build_algorithm("fedavg").client_update(init, {"client_id": 1}, _data(), _ctx())
+    avg, _, _ = build_algorithm("fedavg").client_update(1, init, {}, _data(), _ctx())
     zero, _, _ = build_algorithm("moon", {"mu": 0.0}).client_update(
-        init, {"client_id": 1}, _data(), _ctx())
+        1, init, {}, _data(), _ctx())
     for k in avg.tensors:
         assert torch.equal(avg.tensors[k], zero.tensors[k])
     # a client with a previous model different from the global one feels the contrastive pull
     prev = {k: v + 0.5 * torch.randn_like(v) for k, v in init.items()}
-    state = {"client_id": 1, "moon_prev": prev}
+    state = {"moon_prev": prev}
     pos, new_state, _ = build_algorithm("moon", {"mu": 5.0}).client_update(
-        init, state, _data(), _ctx())
+        1, init, state, _data(), _ctx())
     assert any(not torch.equal(avg.tensors[k], pos.tensors[k]) for k in avg.tensors)
     assert set(pos.tensors) == set(init)  # the projection head never leaves the client
     assert "moon_head" in new_state and "moon_prev" in new_state
@@ -78,9 +78,9 @@ def test_scaffold_first_round_equals_fedavg() -> None:
     fedavg, scaffold = build_algorithm("fedavg"), build_algorithm("scaffold")
     _, bcast = scaffold.init_server(_model_with(init))
     datas = [_data(1), _data(2, n=48)]
-    avg_ups = [fedavg.client_update(init, {"client_id": i}, d, _ctx())[0]
+    avg_ups = [fedavg.client_update(i, init, {}, d, _ctx())[0]
                for i, d in enumerate(datas)]
-    sc_ups = [scaffold.client_update(bcast, {"client_id": i}, d, _ctx())[0]
+    sc_ups = [scaffold.client_update(i, bcast, {}, d, _ctx())[0]
               for i, d in enumerate(datas)]
     for a, s in zip(avg_ups, sc_ups, strict=True):
         for k in init:
@@ -104,7 +104,7 @@ def test_scaffold_control_is_the_full_batch_gradient_and_corrects_the_next_step(
     ctx = _ctx(batch_size=len(data), momentum=0.0)  # K = 1 full-batch SGD step
     alg = build_algorithm("scaffold", {"num_clients": 2})
     server, bcast = alg.init_server(_model_with(init))
-    up, state, metrics = alg.client_update(bcast, {"client_id": 0}, data, ctx)
+    up, state, metrics = alg.client_update(0, bcast, {}, data, ctx)
     assert metrics["steps"] == 1
     model = _model_with(init)
     F.cross_entropy(model(data.x), data.y).backward()
@@ -117,7 +117,7 @@ def test_scaffold_control_is_the_full_batch_gradient_and_corrects_the_next_step(
         torch.testing.assert_close(server["control"][n], 0.5 * g, rtol=1e-4, atol=1e-6)
     # next round: y = x - lr * (grad(x) - c_i + c)
     x = {k: v for k, v in bcast.items() if not k.startswith("control.")}
-    up2, _, _ = alg.client_update(bcast, state, data, ctx)
+    up2, _, _ = alg.client_update(0, bcast, state, data, ctx)
     model = _model_with(x)
     F.cross_entropy(model(data.x), data.y).backward()
     for n, p in model.named_parameters():
@@ -130,7 +130,7 @@ def test_scaffold_bytes_are_exact() -> None:
     init = _init()
     alg = build_algorithm("scaffold")
     _, bcast = alg.init_server(_model_with(init))
-    up, _, _ = alg.client_update(bcast, {"client_id": 0}, _data(), _ctx())
+    up, _, _ = alg.client_update(0, bcast, {}, _data(), _ctx())
     n_params = sum(v.numel() for v in init.values())
     assert payload_bytes(bcast) == 2 * 4 * n_params  # model + server control, float32
     assert up.nbytes == 2 * 4 * n_params  # model delta + control delta

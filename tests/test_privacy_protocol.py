@@ -157,10 +157,10 @@ def _two_rounds(model: str, norm: str, shape=(3, 8, 8)):
     algo = s_fedavg(T=4, calibration="bias", calib_size=4)
     torch.manual_seed(0)
     state, bcast = algo.init_server(make())
-    client, uploads, trained = {"client_id": 0}, [], []
+    client, uploads, trained = {}, [], []
     for r in range(2):
         ctx = TrainContext(model_fn=make, batch_size=2, lr=0.1, seed=0, round=r)
-        up, client, _ = algo.client_update(bcast, client, ClientData(x, y), ctx)
+        up, client, _ = algo.client_update(0, bcast, client, ClientData(x, y), ctx)
         uploads.append(up.tensors)
         trained.append(client["ann"])
         state, bcast = algo.aggregate(state, [up])

@@ -81,11 +81,12 @@ def test_thresholds_expose_poisoned_snfl_clients() -> None:
         fed.clients[i] = poison_client(fed.clients[i], trigger, 0.5, seed=i)
     alg = fed.algorithm
     server, broadcast = alg.init_server(fed.initial_model())
-    states = {i: {"client_id": i} for i in range(6)}
+    states: dict[int, dict] = {i: {} for i in range(6)}
     for r in (1, 2):  # score the second round: clean clients agree after one aggregation
         ups = []
         for i, d in enumerate(fed.clients):
-            up, states[i], _ = alg.client_update(broadcast, states[i], d, fed.train_context(r))
+            up, states[i], _ = alg.client_update(i, broadcast, states[i], d,
+                                                 fed.train_context(r))
             ups.append(up)
         server, broadcast = alg.aggregate(server, ups)
     uploads = [u.tensors for u in ups]
@@ -129,14 +130,14 @@ def _clean_then_attack(boost: float) -> tuple[float, float]:
     trigger, alg = Trigger(size=4, value=1.0, target=0), fed.algorithm
     server, broadcast = alg.init_server(fed.initial_model())
     for r in (1, 2, 3):
-        ups = [alg.client_update(broadcast, {"client_id": i}, d, fed.train_context(r))[0]
+        ups = [alg.client_update(i, broadcast, {}, d, fed.train_context(r))[0]
                for i, d in enumerate(fed.clients)]
         server, broadcast = alg.aggregate(server, ups)
     fed.clients[0] = poison_client(fed.clients[0], trigger, 0.2, seed=0)
     attack = ModelReplacement(alg, [0], boost)
-    ups = [attack.client_update(broadcast, {"client_id": i}, d, fed.train_context(4))[0]
+    ups = [attack.client_update(i, broadcast, {}, d, fed.train_context(4))[0]
            for i, d in enumerate(fed.clients)]
-    honest = alg.client_update(broadcast, {"client_id": 0}, fed.clients[0], fed.train_context(4))
+    honest = alg.client_update(0, broadcast, {}, fed.clients[0], fed.train_context(4))
     expected = boost_tensors(honest[0].tensors, broadcast, boost)
     assert all(torch.equal(ups[0].tensors[k], expected[k]) for k in expected)
     model = alg.server_model(attack.aggregate(server, ups)[0], fed.model_fn)
@@ -164,9 +165,9 @@ def test_boosted_snfl_upload_carries_boosted_ann_and_thresholds_expose_it() -> N
     server, broadcast = attack.init_server(fed.initial_model())
     ups, states = [], {}
     for i, d in enumerate(fed.clients):
-        up, states[i], _ = attack.client_update(broadcast, {"client_id": i}, d, ctx)
+        up, states[i], _ = attack.client_update(i, broadcast, {}, d, ctx)
         ups.append(up)
-    ann, reference, _, _ = snfl.train_ann(broadcast, {"client_id": 2}, fed.clients[2], ctx)
+    ann, reference, _, _ = snfl.train_ann(2, broadcast, {}, fed.clients[2], ctx)
     trained = ann.state_dict()
     # the attacker keeps its trained (un-boosted) ANN as client state
     assert all(torch.equal(v, trained[k]) for k, v in states[2]["ann"].items())

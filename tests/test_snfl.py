@@ -32,7 +32,7 @@ def _round(fed, alg, broadcast, states, r=1):
     ctx = fed.train_context(r)
     ups = []
     for cid, data in enumerate(fed.clients):
-        up, states[cid], _ = alg.client_update(broadcast, states[cid], data, ctx)
+        up, states[cid], _ = alg.client_update(cid, broadcast, states[cid], data, ctx)
         ups.append(up)
     return ups
 
@@ -50,7 +50,7 @@ def test_broadcast_never_carries_biases_and_client_biases_survive() -> None:
     assert {"conv1.bias", "conv2.bias", "fc3.bias", "fc4.bias", "classifier.bias"} <= bias_keys
     server, broadcast = alg.init_server(model)
     assert not bias_keys & set(broadcast)
-    states = {i: {"client_id": i} for i in range(len(fed.clients))}
+    states = {i: {} for i in range(len(fed.clients))}
     uploads = _round(fed, alg, broadcast, states)
     server, broadcast = alg.aggregate(server, uploads)
     assert not bias_keys & set(broadcast)
@@ -68,7 +68,7 @@ def test_server_recovers_each_clients_ann_weights_exactly() -> None:
     _, fed = _fed("s-fedavg", {"T": 8, "calib_size": 16}, clients=2)
     alg = fed.algorithm
     server, broadcast = alg.init_server(fed.initial_model())
-    states = {i: {"client_id": i} for i in range(2)}
+    states = {i: {} for i in range(2)}
     uploads = _round(fed, alg, broadcast, states)
     layout = server["layout"]
     for up in uploads:
@@ -96,7 +96,7 @@ def test_bias_inference_is_exact_without_calibration_and_blurred_with_it() -> No
                       clients=1)
         alg = fed.algorithm
         server, broadcast = alg.init_server(fed.initial_model())
-        states = {0: {"client_id": 0}}
+        states = {0: {}}
         (up,) = _round(fed, alg, broadcast, states)
         inferred = inferred_biases(up.tensors, server["layout"])
         gap = max(float((inferred[k] - states[0]["bias"][k]).abs().max()) for k in inferred)
@@ -107,7 +107,7 @@ def test_bias_back_switch_sends_the_inferred_biases() -> None:
     _, fed = _fed("s-fedavg", {"T": 8, "calib_size": 16, "bias_back": True}, clients=2)
     alg = fed.algorithm
     server, broadcast = alg.init_server(fed.initial_model())
-    states = {i: {"client_id": i} for i in range(2)}
+    states = {i: {} for i in range(2)}
     uploads = _round(fed, alg, broadcast, states)
     _, broadcast = alg.aggregate(server, uploads)
     expected = [inferred_biases(u.tensors, server["layout"]) for u in uploads]
@@ -127,7 +127,7 @@ def test_snfl_wraps_fedprox_and_moon(name: str, params: dict) -> None:
     assert isinstance(alg, SNFL) and alg.name == name
     model = fed.initial_model()
     _, broadcast = alg.init_server(model)
-    states = {0: {"client_id": 0}}
+    states = {0: {}}
     (up,) = _round(fed, alg, broadcast, states)
     assert set(up.tensors) == alg.upload_keys(model)
     assert not any(k.startswith("moon_head") for k in up.tensors)

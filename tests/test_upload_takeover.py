@@ -76,10 +76,11 @@ class Takeover(FedAvg):
         self.malicious: Upload | None = None
         self.broadcast: dict[str, torch.Tensor] = {}
 
-    def client_update(self, broadcast, client_state, data, ctx):
-        upload, state, metrics = super().client_update(broadcast, client_state, data, ctx)
+    def client_update(self, client_id, broadcast, client_state, data, ctx):
+        upload, state, metrics = super().client_update(client_id, broadcast, client_state,
+                                                       data, ctx)
         self.broadcast = {k: v.clone() for k, v in broadcast.items()}
-        if int(client_state["client_id"]) != ATTACKER:
+        if client_id != ATTACKER:
             self.honest.append(Upload(upload.client_id,
                                       {k: v.clone() for k, v in upload.tensors.items()},
                                       upload.num_samples))

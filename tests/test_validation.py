@@ -106,11 +106,12 @@ class Faulty(FedAvg):
     def __init__(self, bad_from: int = 1, everyone: bool = False) -> None:
         self.bad_from, self.everyone = bad_from, everyone
 
-    def client_update(self, broadcast, client_state, data, ctx):
-        cid = int(client_state["client_id"])
+    def client_update(self, client_id, broadcast, client_state, data, ctx):
+        cid = client_id
         if ctx.round >= self.bad_from and (cid == 1 or self.everyone):
             raise RuntimeError(f"client {cid} lost its disk")
-        upload, state, metrics = super().client_update(broadcast, client_state, data, ctx)
+        upload, state, metrics = super().client_update(client_id, broadcast, client_state,
+                                                       data, ctx)
         if ctx.round >= self.bad_from and cid == 2:
             upload.tensors = {**upload.tensors}
             key = next(k for k, v in upload.tensors.items() if v.is_floating_point())

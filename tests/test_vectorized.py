@@ -61,10 +61,10 @@ def _compare(a, b, what: str) -> None:
 def _assert_matches_serial(alg, clients, ctx, states=None, broadcast=None) -> None:
     broadcast = broadcast if broadcast is not None else _broadcast(ctx.model_fn)
     ids = list(range(len(clients)))
-    states = states or [{"client_id": cid} for cid in ids]
+    states = states or [{} for _ in ids]
     results = train_vectorized(alg, broadcast, clients, ids, ctx, client_states=states)
     for cid, data, state, (up, new_state) in zip(ids, clients, states, results, strict=True):
-        ref, ref_state, metrics = alg.client_update(broadcast, state, data, ctx)
+        ref, ref_state, metrics = alg.client_update(cid, broadcast, state, data, ctx)
         assert up.client_id == cid and up.num_samples == len(data)
         assert list(up.tensors) == list(ref.tensors)
         for k in ref.tensors:
@@ -91,7 +91,7 @@ def _after_one_serial_round(alg, ctx):
     clients = _clients()
     states, uploads = [], []
     for cid, data in enumerate(clients):
-        up, st, _ = alg.client_update(broadcast, {"client_id": cid}, data, ctx)
+        up, st, _ = alg.client_update(cid, broadcast, {}, data, ctx)
         states.append(st)
         uploads.append(up)
     _, broadcast = alg.aggregate(server, uploads)
@@ -123,12 +123,12 @@ def test_engine_groups_clients_on_cpu_without_changing_results(monkeypatch) -> N
     ctx = _ctx(_model_fn())
     broadcast = _broadcast(ctx.model_fn)
     clients = _clients()
-    states = {i: {"client_id": i, "kept": i} for i in range(4)}
+    states = {i: {"kept": i} for i in range(4)}
     out = list(client_updates(FedAvg(), broadcast, states, clients, [3, 1, 0, 2], ctx, "on"))
     assert [cid for cid, _, _ in out] == [3, 1, 0, 2]
     for cid, up, state in out:
         assert state is states[cid] and up.client_id == cid
-        ref, _, _ = FedAvg().client_update(broadcast, states[cid], clients[cid], ctx)
+        ref, _, _ = FedAvg().client_update(cid, broadcast, states[cid], clients[cid], ctx)
         for k in ref.tensors:
             torch.testing.assert_close(up.tensors[k], ref.tensors[k], atol=1e-5, rtol=1e-5)
 

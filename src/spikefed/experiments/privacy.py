@@ -212,7 +212,7 @@ def _pretrain(model: torch.nn.Module, cfg: AttackConfig, seed: int) -> None:
     for r in range(cfg.model.trained_rounds):
         ctx = TrainContext(model_fn=lambda: model, batch_size=32, lr=0.05, seed=seed, round=r)
         ups = [
-            algo.client_update(bcast, {"client_id": c}, ClientData(x[c::2], y[c::2]), ctx)[0]
+            algo.client_update(c, bcast, {}, ClientData(x[c::2], y[c::2]), ctx)[0]
             for c in range(2)
         ]
         state, bcast = algo.aggregate(state, ups)

@@ -111,7 +111,7 @@ def snfl_exposure(
     template = make()
     state, bcast = algo.init_server(template)
     data = [ClientData(x, y), ClientData(peer_x, peer_y)]
-    states: list[dict[str, Any]] = [{"client_id": c} for c in range(2)]
+    states: list[dict[str, Any]] = [{} for _ in range(2)]
 
     def ctx(c: int, r: int) -> TrainContext:
         return TrainContext(model_fn=make, local_epochs=steps if c == 0 else 1,
@@ -120,11 +120,11 @@ def snfl_exposure(
 
     first: list[Upload] = []
     for c in range(2):
-        up, states[c], _ = algo.client_update(bcast, states[c], data[c], ctx(c, 0))
+        up, states[c], _ = algo.client_update(c, bcast, states[c], data[c], ctx(c, 0))
         first.append(up)
     state, bcast = algo.aggregate(state, first)
     true_start = {**bcast, **states[0]["bias"]}
-    victim, _, _ = algo.client_update(bcast, states[0], data[0], ctx(0, 1))
+    victim, _, _ = algo.client_update(0, bcast, states[0], data[0], ctx(0, 1))
     layout = state["layout"]
     model = make().train()
     model.load_state_dict(true_start, strict=False)

@@ -194,9 +194,10 @@ class Recorder(Algorithm):
     def init_server(self, model):
         return self.inner.init_server(model)
 
-    def client_update(self, broadcast, client_state, data, ctx):
-        upload, state, metrics = self.inner.client_update(broadcast, client_state, data, ctx)
-        self._true_bias[int(client_state.get("client_id", 0))] = state.get("bias", {})
+    def client_update(self, client_id, broadcast, client_state, data, ctx):
+        upload, state, metrics = self.inner.client_update(client_id, broadcast, client_state,
+                                                          data, ctx)
+        self._true_bias[client_id] = state.get("bias", {})
         return upload, state, metrics
 
     def aggregate(self, server_state, uploads):

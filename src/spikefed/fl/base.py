@@ -106,9 +106,11 @@ class Algorithm(ABC):
 
     @abstractmethod
     def client_update(
-        self, broadcast: Tensors, client_state: dict[str, Any], data: ClientData, ctx: TrainContext
+        self, client_id: int, broadcast: Tensors, client_state: dict[str, Any], data: ClientData,
+        ctx: TrainContext
     ) -> tuple[Upload, dict[str, Any], dict[str, float]]:
-        """Train locally from `broadcast`; return (upload, new client state, metrics)."""
+        """Client `client_id` trains locally from `broadcast`; return (upload, new client
+        state, metrics). The engine passes the id explicitly; it is never stored in state."""
 
     @abstractmethod
     def aggregate(
@@ -146,13 +148,13 @@ class Algorithm(ABC):
         declares `vectorizable = True` on its own class and implements `finish_local`."""
         return None
 
-    def finish_local(self, broadcast: Tensors, client_state: dict[str, Any], data: ClientData,
+    def finish_local(self, client_id: int, broadcast: Tensors, client_state: dict[str, Any],
+                     data: ClientData,
                      ctx: TrainContext, trained: Tensors, extra: Tensors,
                      metrics: dict[str, float]) -> tuple[Upload, dict[str, Any]]:
         """Package a client's functionally trained state (`trained`, the model's state_dict,
         and the objective's `extra` tensors) as `client_update` does: (upload, new state).
         Default: upload the trained model, keep the client state."""
-        client_id = int(client_state.get("client_id", 0))
         return Upload(client_id, trained, len(data), metrics), client_state
 
     def round_metrics(self, server_state: dict[str, Any]) -> dict[str, Any]:

@@ -88,13 +88,14 @@ class SampleLevelDP(DelegatingAlgorithm):
         super().__init__(base)
         self.noise_multiplier, self.clip, self.delta = noise_multiplier, clip, delta
 
-    def client_update(self, broadcast: Tensors, client_state: dict[str, Any], data: ClientData,
-                      ctx: TrainContext) -> tuple[Upload, dict[str, Any], dict[str, float]]:
-        cid = int(client_state.get("client_id", 0))
+    def client_update(self, client_id: int, broadcast: Tensors, client_state: dict[str, Any],
+                      data: ClientData, ctx: TrainContext
+                      ) -> tuple[Upload, dict[str, Any], dict[str, float]]:
         private = SampleDP(self.noise_multiplier, self.clip,
-                           noise_generator(ctx.seed, ctx.round, cid))
+                           noise_generator(ctx.seed, ctx.round, client_id))
         ctx = replace(ctx, options={**ctx.options, SAMPLE_DP_OPTION: private})
-        upload, new_state, metrics = self.base.client_update(broadcast, client_state, data, ctx)
+        upload, new_state, metrics = self.base.client_update(client_id, broadcast, client_state,
+                                                             data, ctx)
         steps = int(client_state.get("dp_steps", 0)) + int(metrics["steps"])
         q = min(1.0, ctx.batch_size / max(len(data), 1))
         eps = _epsilon_or_none(q, self.noise_multiplier, steps, self.delta)

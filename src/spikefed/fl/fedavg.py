@@ -41,10 +41,10 @@ class FedAvg(Algorithm):
         return LocalObjective(start=broadcast)
 
     def client_update(
-        self, broadcast: Tensors, client_state: dict[str, Any], data: ClientData, ctx: TrainContext
+        self, client_id: int, broadcast: Tensors, client_state: dict[str, Any], data: ClientData,
+        ctx: TrainContext
     ) -> tuple[Upload, dict[str, Any], dict[str, float]]:
         model = ctx.local_model(broadcast)
-        client_id = int(client_state.get("client_id", 0))
         metrics = local_train(model, data, ctx, client_id, penalty=self.penalty(broadcast, ctx))
         upload = Upload(client_id, clone_state(model), len(data), metrics)
         return upload, client_state, metrics

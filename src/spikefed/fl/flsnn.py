@@ -329,9 +329,10 @@ class FLSNN(Algorithm):
         params = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return {"params": params}, {k: v.clone() for k, v in params.items()}
 
-    def client_update(self, broadcast: Tensors, client_state: dict[str, Any], data: ClientData,
-                      ctx: TrainContext) -> tuple[Upload, dict[str, Any], dict[str, float]]:
-        cid = int(ctx.options.get("client_id", 0))
+    def client_update(self, client_id: int, broadcast: Tensors, client_state: dict[str, Any],
+                      data: ClientData, ctx: TrainContext
+                      ) -> tuple[Upload, dict[str, Any], dict[str, float]]:
+        cid = client_id
         if "params" not in client_state:
             params = {k: broadcast[k].clone()[None] for k in ("ff", "fb", "bias")}
         else:

@@ -115,13 +115,13 @@ class Moon(FedAvg):
             raise ValueError(f"algorithm.params.proj_dim={proj_dim} must be >= 0 (0: no head)")
         self.mu, self.temperature, self.proj_dim = mu, temperature, proj_dim
 
-    def train_local(self, model: nn.Module, reference: Tensors, client_state: dict[str, Any],
-                    data: ClientData, ctx: TrainContext) -> tuple[dict[str, float], dict[str, Any]]:
+    def train_local(self, client_id: int, model: nn.Module, reference: Tensors,
+                    client_state: dict[str, Any], data: ClientData, ctx: TrainContext
+                    ) -> tuple[dict[str, float], dict[str, Any]]:
         """Train ``model`` (loaded with ``reference``, the global model) in place.
 
         Returns the training metrics and the new client state (previous model, head).
         """
-        client_id = int(client_state.get("client_id", 0))
         if self.mu == 0:
             return local_train(model, data, ctx, client_id), client_state
         glob = _frozen(copy.deepcopy(model)).to(ctx.device)
@@ -189,11 +189,12 @@ class Moon(FedAvg):
         return LocalObjective(start=broadcast, consts=consts, penalty=contrastive, features=True,
                               extra={"head." + k: v for k, v in head_start.items()})
 
-    def finish_local(self, broadcast: Tensors, client_state: dict[str, Any], data: ClientData,
+    def finish_local(self, client_id: int, broadcast: Tensors, client_state: dict[str, Any],
+                     data: ClientData,
                      ctx: TrainContext, trained: Tensors, extra: Tensors,
                      metrics: dict[str, float]) -> tuple[Upload, dict[str, Any]]:
         """Upload the model; keep it as the previous model, and the trained head."""
-        upload = Upload(int(client_state.get("client_id", 0)), trained, len(data), metrics)
+        upload = Upload(client_id, trained, len(data), metrics)
         if self.mu == 0:
             return upload, client_state
         head = {k[len("head."):]: v for k, v in extra.items()}
@@ -201,13 +202,14 @@ class Moon(FedAvg):
                         "moon_head": head}
 
     def client_update(
-        self, broadcast: Tensors, client_state: dict[str, Any], data: ClientData, ctx: TrainContext
+        self, client_id: int, broadcast: Tensors, client_state: dict[str, Any], data: ClientData,
+        ctx: TrainContext
     ) -> tuple[Upload, dict[str, Any], dict[str, float]]:
         model = ctx.model_fn()
         model.load_state_dict(broadcast)
-        metrics, new_state = self.train_local(model, broadcast, client_state, data, ctx)
-        upload = Upload(int(client_state.get("client_id", 0)), clone_state(model), len(data),
-                        metrics)
+        metrics, new_state = self.train_local(client_id, model, broadcast, client_state, data,
+                                              ctx)
+        upload = Upload(client_id, clone_state(model), len(data), metrics)
         return upload, new_state, metrics
 
 

@@ -28,13 +28,14 @@ class OnChipTraining(DelegatingAlgorithm):
         super().__init__(base)
         self.chip_of = chip_of
 
-    def client_update(self, broadcast: Tensors, client_state: dict[str, Any], data: ClientData,
-                      ctx: TrainContext) -> tuple[Upload, dict[str, Any], dict[str, float]]:
-        chip: Chip = self.chip_of(int(client_state.get("client_id", 0)))
+    def client_update(self, client_id: int, broadcast: Tensors, client_state: dict[str, Any],
+                      data: ClientData, ctx: TrainContext
+                      ) -> tuple[Upload, dict[str, Any], dict[str, float]]:
+        chip: Chip = self.chip_of(client_id)
         build = ctx.model_fn
 
         def on_chip() -> nn.Module:
             return place_on_chip(build(), chip)
 
-        return self.base.client_update(broadcast, client_state, data,
+        return self.base.client_update(client_id, broadcast, client_state, data,
                                        replace(ctx, model_fn=on_chip))

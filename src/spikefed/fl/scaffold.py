@@ -57,7 +57,8 @@ class Scaffold(Algorithm):
         return {**params, **{CONTROL + k: v for k, v in control.items()}}
 
     def client_update(
-        self, broadcast: Tensors, client_state: dict[str, Any], data: ClientData, ctx: TrainContext
+        self, client_id: int, broadcast: Tensors, client_state: dict[str, Any], data: ClientData,
+        ctx: TrainContext
     ) -> tuple[Upload, dict[str, Any], dict[str, float]]:
         x, c = _split(broadcast)
         model = ctx.local_model(x)
@@ -69,9 +70,8 @@ class Scaffold(Algorithm):
                 if p.grad is not None:
                     p.grad.add_(correction[name])
 
-        client_id = int(client_state.get("client_id", 0))
         metrics = local_train(model, data, ctx, client_id, grad_hook=correct)
-        upload, new_state = self.finish_local(broadcast, client_state, data, ctx,
+        upload, new_state = self.finish_local(client_id, broadcast, client_state, data, ctx,
                                               clone_state(model), {}, metrics)
         return upload, new_state, metrics
 
@@ -82,7 +82,8 @@ class Scaffold(Algorithm):
         c_i = client_state.get("control") or {k: torch.zeros_like(v) for k, v in c.items()}
         return LocalObjective(start=x, grad_offset={k: c[k] - c_i[k] for k in c})
 
-    def finish_local(self, broadcast: Tensors, client_state: dict[str, Any], data: ClientData,
+    def finish_local(self, client_id: int, broadcast: Tensors, client_state: dict[str, Any],
+                     data: ClientData,
                      ctx: TrainContext, trained: Tensors, extra: Tensors,
                      metrics: dict[str, float]) -> tuple[Upload, dict[str, Any]]:
         """Model and control deltas from the trained model ``y``; new control ``c_i+``."""
@@ -94,7 +95,6 @@ class Scaffold(Algorithm):
         tensors = {DELTA + k: y[k].cpu() - x[k] for k in x}
         tensors.update({DCONTROL + k: c_new[k] - c_i[k] for k in c})
         new_state = {**client_state, "control": c_new, "model": y}
-        client_id = int(client_state.get("client_id", 0))
         return Upload(client_id, tensors, len(data), metrics), new_state
 
     def aggregate(

@@ -147,35 +147,38 @@ class SNFL(Algorithm):
 
     # ----- client ------------------------------------------------------------------------
     def client_update(
-        self, broadcast: Tensors, client_state: dict[str, Any], data: ClientData, ctx: TrainContext
+        self, client_id: int, broadcast: Tensors, client_state: dict[str, Any], data: ClientData,
+        ctx: TrainContext
     ) -> tuple[Upload, dict[str, Any], dict[str, float]]:
-        ann, _, metrics, client_state = self.train_ann(broadcast, client_state, data, ctx)
-        return self.package(ann, ann, client_state, data, ctx, metrics)
+        ann, _, metrics, client_state = self.train_ann(client_id, broadcast, client_state, data,
+                                                       ctx)
+        return self.package(client_id, ann, ann, client_state, data, ctx, metrics)
 
     def train_ann(
-        self, broadcast: Tensors, client_state: dict[str, Any], data: ClientData, ctx: TrainContext
+        self, client_id: int, broadcast: Tensors, client_state: dict[str, Any], data: ClientData,
+        ctx: TrainContext
     ) -> tuple[nn.Module, Tensors, dict[str, float], dict[str, Any]]:
         """Local training: the trained ANN (eval mode), the ANN state it started from (the
         broadcast plus the client's own biases), the metrics and the client state."""
-        client_id = int(client_state.get("client_id", 0))
         torch.manual_seed(ctx.seed)  # round 1: the clients' biases are the seeded initial ones
         ann = ctx.model_fn()
         self._load_broadcast(ann, broadcast, client_state)
         reference = clone_state(ann)
         if isinstance(self.base, Moon):
-            metrics, client_state = self.base.train_local(ann, reference, client_state, data, ctx)
+            metrics, client_state = self.base.train_local(client_id, ann, reference, client_state,
+                                                           data, ctx)
         else:
             metrics = local_train(ann, data, ctx, client_id,
                                   penalty=self.base.penalty(reference, ctx))
         ann.eval()
         return ann, reference, metrics, client_state
 
-    def package(self, ann: nn.Module, upload_ann: nn.Module, client_state: dict[str, Any],
-                data: ClientData, ctx: TrainContext, metrics: dict[str, float]
+    def package(self, client_id: int, ann: nn.Module, upload_ann: nn.Module,
+                client_state: dict[str, Any], data: ClientData, ctx: TrainContext,
+                metrics: dict[str, float]
                 ) -> tuple[Upload, dict[str, Any], dict[str, float]]:
         """Convert ``upload_ann`` to an SNN on the private calibration batch and upload it;
         the client keeps ``ann``'s biases and state (the same module for an honest client)."""
-        client_id = int(client_state.get("client_id", 0))
         biases = {k: v.detach().cpu().clone() for k, v in ann.state_dict().items()
                   if k in self._bias_keys(ann)}
         converted = convert_ann_to_snn(upload_ann, self._calibration_batch(data, ctx, client_id),

@@ -21,12 +21,12 @@ class Solo(Algorithm):
         return {"init": clone_state(model)}, {}
 
     def client_update(
-        self, broadcast: Tensors, client_state: dict[str, Any], data: ClientData, ctx: TrainContext
+        self, client_id: int, broadcast: Tensors, client_state: dict[str, Any], data: ClientData,
+        ctx: TrainContext
     ) -> tuple[Upload, dict[str, Any], dict[str, float]]:
         model = ctx.model_fn()
         if "params" in client_state:
             model.load_state_dict(client_state["params"])
-        client_id = int(client_state.get("client_id", 0))
         metrics = local_train(model, data, ctx, client_id)
         new_state = {**client_state, "params": clone_state(model)}
         return Upload(client_id, {}, len(data), metrics), new_state, metrics

@@ -20,9 +20,10 @@ class DelegatingAlgorithm(Algorithm):
     def init_server(self, model: nn.Module) -> tuple[dict[str, Any], Tensors]:
         return self.base.init_server(model)
 
-    def client_update(self, broadcast: Tensors, client_state: dict[str, Any], data: ClientData,
-                      ctx: TrainContext) -> tuple[Upload, dict[str, Any], dict[str, float]]:
-        return self.base.client_update(broadcast, client_state, data, ctx)
+    def client_update(self, client_id: int, broadcast: Tensors, client_state: dict[str, Any],
+                      data: ClientData, ctx: TrainContext
+                      ) -> tuple[Upload, dict[str, Any], dict[str, float]]:
+        return self.base.client_update(client_id, broadcast, client_state, data, ctx)
 
     def aggregate(self, server_state: dict[str, Any], uploads: list[Upload]
                   ) -> tuple[dict[str, Any], Tensors]:

@@ -72,9 +72,8 @@ def make_client_app(app_dir: str | Path | None = None,
         round_idx = int(config[ROUND])
         broadcast = from_record(msg.content.array_records[BROADCAST])
         upload, state, _ = fed.algorithm.client_update(
-            broadcast, load_client_state(context, pid), fed.clients[pid],
+            pid, broadcast, load_client_state(context), fed.clients[pid],
             fed.train_context(round_idx))
-        upload.client_id = pid
         save_client_state(context, state)
         return Message(reply_content(upload), reply_to=msg)
 

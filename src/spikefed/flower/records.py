@@ -75,10 +75,10 @@ def upload_from_reply(content: RecordDict, client_id: int) -> Upload:
     return Upload(client_id, from_record(content.array_records[UPLOAD]), n, metrics)
 
 
-def load_client_state(context: Context, client_id: int) -> dict[str, Any]:
-    """This node's private client state (a fresh `{"client_id": id}` on first use)."""
+def load_client_state(context: Context) -> dict[str, Any]:
+    """This node's private client state (empty on first use)."""
     if STATE not in context.state.config_records:
-        return {"client_id": client_id}
+        return {}
     blob = context.state.config_records[STATE]["state"]
     return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
 

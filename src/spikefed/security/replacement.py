@@ -69,17 +69,19 @@ class ModelReplacement(Algorithm):
         self.communicates = inner.communicates
 
     def client_update(
-        self, broadcast: Tensors, client_state: dict[str, Any], data: ClientData, ctx: TrainContext
+        self, client_id: int, broadcast: Tensors, client_state: dict[str, Any], data: ClientData,
+        ctx: TrainContext
     ) -> tuple[Upload, dict[str, Any], dict[str, float]]:
-        if int(client_state.get("client_id", 0)) not in self.attackers:
-            return self.inner.client_update(broadcast, client_state, data, ctx)
+        if client_id not in self.attackers:
+            return self.inner.client_update(client_id, broadcast, client_state, data, ctx)
         if isinstance(self.inner, SNFL):
-            ann, reference, metrics, state = self.inner.train_ann(broadcast, client_state,
-                                                                  data, ctx)
+            ann, reference, metrics, state = self.inner.train_ann(client_id, broadcast,
+                                                                  client_state, data, ctx)
             boosted = copy.deepcopy(ann)
             boosted.load_state_dict(boost_tensors(ann.state_dict(), reference, self.boost))
-            return self.inner.package(ann, boosted, state, data, ctx, metrics)
-        upload, state, metrics = self.inner.client_update(broadcast, client_state, data, ctx)
+            return self.inner.package(client_id, ann, boosted, state, data, ctx, metrics)
+        upload, state, metrics = self.inner.client_update(client_id, broadcast, client_state,
+                                                          data, ctx)
         tensors = boost_tensors(upload.tensors, broadcast, self.boost)
         return Upload(upload.client_id, tensors, upload.num_samples, upload.metrics), state, metrics
 

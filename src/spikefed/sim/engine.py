@@ -81,7 +81,7 @@ class Simulation:
     def _fresh_state(self) -> RunState:
         model = self.fed.initial_model()
         server_state, broadcast = self.fed.algorithm.init_server(model)
-        clients = {i: {"client_id": i} for i in range(len(self.fed.clients))}
+        clients: dict[int, dict[str, Any]] = {i: {} for i in range(len(self.fed.clients))}
         return RunState(0, server_state, broadcast, clients)
 
     def _write_static_outputs(self) -> None:

@@ -131,7 +131,8 @@ def _serial_updates(alg: Algorithm, broadcast: Tensors,
                     active: list[int], ctx: TrainContext
                     ) -> Iterator[tuple[int, Upload, dict[str, Any]]]:
     for cid in active:
-        upload, new_state, _ = alg.client_update(broadcast, client_states[cid], clients[cid], ctx)
+        upload, new_state, _ = alg.client_update(cid, broadcast, client_states[cid], clients[cid],
+                                                 ctx)
         yield cid, upload, new_state
 
 
@@ -193,7 +194,7 @@ def train_vectorized(alg: Algorithm, broadcast: Tensors, datas: Sequence[ClientD
     """Train `datas` (one client each) together; return every client's (upload, new state).
 
     Equivalent to `alg.client_update` on each client (see the module docstring for the
-    rate-encoder caveat). `client_states` default to `{"client_id": id}`. Raises
+    rate-encoder caveat). `client_states` default to empty states. Raises
     `ValueError` when `vectorize_blockers` finds a reason.
     """
     if not datas:
@@ -203,7 +204,7 @@ def train_vectorized(alg: Algorithm, broadcast: Tensors, datas: Sequence[ClientD
     if blockers:
         raise ValueError("cannot vectorise clients: " + "; ".join(blockers))
     states = (list(client_states) if client_states is not None
-              else [{"client_id": c} for c in client_ids])
+              else [{} for _ in client_ids])
     objectives = [alg.local_objective(broadcast, st, ctx) for st in states]
     if any(o is None for o in objectives):
         raise ValueError(f"algorithm {alg.name!r} gave no local objective for a client; "
@@ -291,9 +292,8 @@ def train_vectorized(alg: Algorithm, broadcast: Tensors, datas: Sequence[ClientD
         extra = {k[2:]: v[i].detach().clone() for k, v in train.items() if k.startswith("e/")}
         metrics = {"train_loss": float(total_loss[i]) / seen, "train_acc": int(correct[i]) / seen,
                    "steps": float((counts[i] > 0).sum())}
-        upload, new_state = alg.finish_local(broadcast, states[i], data, ctx, trained, extra,
-                                             metrics)
-        upload.client_id = cid
+        upload, new_state = alg.finish_local(cid, broadcast, states[i], data, ctx, trained,
+                                             extra, metrics)
         results.append((upload, new_state))
     return results
 
