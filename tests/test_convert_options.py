@@ -17,7 +17,7 @@ from spikefed.convert import (
     predict,
     spiking_copy,
 )
-from spikefed.convert.outputs import markdown_table
+from spikefed.convert.outputs import sweep_markdown
 from spikefed.convert.record import ann_activations
 from spikefed.data import load_dataset
 from spikefed.models import build_model
@@ -112,5 +112,5 @@ def test_batched_evaluation_reports_progress_and_seconds(trained: dict) -> None:
                          [2, 4], ["none"], batch_size=25)
     for r in rows:
         assert r["seconds"] == pytest.approx(r["convert_s"] + r["eval_s"]) and r["seconds"] > 0
-    table = markdown_table(rows)
+    table = sweep_markdown(rows)
     assert "Seconds per cell" in table and table.count("| 2 |") == 2

@@ -12,6 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 import spikefed.experiments.privacy as P
+import spikefed.experiments.privacy.run as privacy_run
 from spikefed.cli import app
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -106,8 +107,9 @@ def test_attack_paths_create_no_tensor_on_the_default_device(sets, tmp_path, mon
     """With "meta" as the default device, a tensor made without ``device=`` cannot meet the
     CPU model and data (mixing raises, reading a value raises), so the run passing proves
     every tensor follows the model's device, as it must on a GPU."""
-    monkeypatch.setattr(P, "_models_for", _on_cpu(P._models_for))  # nn.Module constructors
-    monkeypatch.setattr(P, "snfl_convert", _on_cpu(P.snfl_convert))  # the converter's modules
+    # the benchmark loop's nn.Module constructors and the converter's modules
+    monkeypatch.setattr(privacy_run, "models_for", _on_cpu(privacy_run.models_for))
+    monkeypatch.setattr(privacy_run, "snfl_convert", _on_cpu(privacy_run.snfl_convert))
     cfg = P.load_attack_config(None, [*TINY, *sets])
     torch.set_default_device("meta")
     try:

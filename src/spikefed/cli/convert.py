@@ -113,7 +113,7 @@ def convert_command(
     from rich.table import Table
 
     from spikefed.convert import CALIBRATIONS, THRESHOLD_METHODS, accuracy_vs_T
-    from spikefed.convert.outputs import markdown_table, plot_accuracy_vs_T, write_csv
+    from spikefed.convert.outputs import plot_accuracy_vs_T, sweep_markdown, write_csv
     from spikefed.data import load_dataset
     from spikefed.experiment import resolve_device
 
@@ -161,7 +161,7 @@ def convert_command(
     header = (f"# ANN -> SNN conversion of `{source}`\n\n{ds_name}: {n_test} test images, "
               f"{len(calib_x)} calibration images (seed {seed}), "
               f"{'per-channel' if per_channel else 'per-layer'} thresholds.\n\n")
-    (out / "conversion.md").write_text(header + markdown_table(rows))
+    (out / "conversion.md").write_text(header + sweep_markdown(rows))
     plot_accuracy_vs_T(rows, out / "accuracy_vs_T.png", title=f"{source.name} ({ds_name})")
     typer.echo(f"results: {out}")
     typer.echo(write_results_page(out))

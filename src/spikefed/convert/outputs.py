@@ -1,16 +1,16 @@
-"""Files of an accuracy-vs-T sweep: CSV, a markdown table and a plot."""
+"""Files of an accuracy-vs-T sweep: CSV, a markdown table and a plot (written with the shared
+table and figure helpers of `spikefed.report`)."""
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from spikefed.report.figures import save_png
+from spikefed.report.tables import markdown_table, write_rows_csv
 
 COLUMNS = ("T", "calibration", "threshold", "accuracy", "ann_accuracy", "agreement",
            "convert_s", "eval_s", "seconds")
@@ -18,12 +18,7 @@ COLUMNS = ("T", "calibration", "threshold", "accuracy", "ann_accuracy", "agreeme
 
 def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """One line per (T, calibration)."""
-    path = Path(path)
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(COLUMNS), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    return write_rows_csv(rows, path, COLUMNS)
 
 
 def _grid(rows: Sequence[dict[str, Any]]) -> tuple[list[int], list[str], dict[tuple, float]]:
@@ -32,24 +27,25 @@ def _grid(rows: Sequence[dict[str, Any]]) -> tuple[list[int], list[str], dict[tu
     return Ts, calibs, {(r["T"], r["calibration"]): r["accuracy"] for r in rows}
 
 
-def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+def _t_by_calibration(Ts: list[int], calibs: list[str], cell) -> str:
+    """T down, calibration across; ``cell(T, calibration)`` gives each cell."""
+    return markdown_table(["T", *calibs], ([T, *(cell(T, c) for c in calibs)] for T in Ts),
+                          "r" * (1 + len(calibs)))
+
+
+def sweep_markdown(rows: Sequence[dict[str, Any]]) -> str:
     """Test accuracy (%) with T down and calibration across; the ANN's accuracy in the header."""
     Ts, calibs, acc = _grid(rows)
     ann = rows[0]["ann_accuracy"] if rows else float("nan")
     method = rows[0]["threshold"] if rows else "-"
-    lines = [f"ANN accuracy: {100 * ann:.2f}%  (threshold: {method})",
-             "", "| T | " + " | ".join(calibs) + " |", "|---:|" + "---:|" * len(calibs)]
-    for T in Ts:
-        cells = [f"{100 * acc[(T, c)]:.2f}" if (T, c) in acc else "-" for c in calibs]
-        lines.append(f"| {T} | " + " | ".join(cells) + " |")
+    lines = [f"ANN accuracy: {100 * ann:.2f}%  (threshold: {method})", "",
+             _t_by_calibration(Ts, calibs, lambda T, c: f"{100 * acc[(T, c)]:.2f}"
+                               if (T, c) in acc else "-")]
     seconds = {(r["T"], r["calibration"]): r.get("seconds") for r in rows}
     if any(v is not None for v in seconds.values()):
         lines += ["", "Seconds per cell (conversion + test-set evaluation):", "",
-                  "| T | " + " | ".join(calibs) + " |", "|---:|" + "---:|" * len(calibs)]
-        for T in Ts:
-            cells = [f"{seconds[(T, c)]:.1f}" if seconds.get((T, c)) is not None else "-"
-                     for c in calibs]
-            lines.append(f"| {T} | " + " | ".join(cells) + " |")
+                  _t_by_calibration(Ts, calibs, lambda T, c: f"{seconds[(T, c)]:.1f}"
+                                    if seconds.get((T, c)) is not None else "-")]
     return "\n".join(lines) + "\n"
 
 
@@ -66,8 +62,4 @@ def plot_accuracy_vs_T(rows: Sequence[dict[str, Any]], path: str | Path, title: 
     ax.set(xlabel="simulation length T", ylabel="test accuracy", title=title)
     ax.grid(alpha=0.3)
     ax.legend(title="calibration")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)

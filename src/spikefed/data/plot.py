@@ -13,10 +13,9 @@ from .partition import label_distribution
 def plot_partition(labels: np.ndarray, parts: list[np.ndarray], path: str | Path,
                    classes: Sequence[str] | None = None) -> Path:
     """Save a stacked bar chart of label counts per client to `path` (format from suffix)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from spikefed.report.figures import save_png
 
     labels = np.asarray(labels)
     num_classes = len(classes) if classes is not None else int(labels.max()) + 1
@@ -35,9 +34,5 @@ def plot_partition(labels: np.ndarray, parts: list[np.ndarray], path: str | Path
     ax.set_title(f"label distribution over {len(parts)} clients")
     if num_classes <= 20:
         ax.legend(title="class", bbox_to_anchor=(1.01, 1), loc="upper left", fontsize="small")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return save_png(fig, path)

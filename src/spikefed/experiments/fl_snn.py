@@ -8,9 +8,8 @@ substitute (bundled, preprocessed, in ``spikefed/assets``; or read from ``--data
 
 from __future__ import annotations
 
-import csv
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from spikefed.fl.flsnn import (
     n_ff_values,
     run_federated,
 )
+from spikefed.report.tables import rows_markdown, write_rows_csv
 from spikefed.snn.glm import GLMSNN, LearningRule, Topology
 
 CLASSES = (1, 7)
@@ -190,19 +190,16 @@ def summarise(cfg: FLSNNConfig, snn: GLMSNN, hist: FLHistory) -> FLSNNResult:
     return res
 
 
-def _write_csv(path: Path, rows: Sequence[dict]) -> None:
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+#: columns of the summary's τ table and partial-exchange table
+TAU_COLUMNS = ("tau", "final_norm_loss_mean", "final_norm_loss_std", "mean_norm_loss_2nd_half",
+               "final_accuracy_mean", "final_accuracy_std", "rounds", "bytes_up_per_device")
+PARTIAL_COLUMNS = ("comm_rate", "k_per_round", "bytes_up_per_round", "bytes_down_per_round",
+                   "final_norm_loss_mean", "mean_norm_loss_2nd_half", "final_accuracy_mean",
+                   "final_accuracy_std")
 
 
-def _md_table(rows: Sequence[dict], cols: Sequence[str]) -> str:
-    def fmt(v: object) -> str:
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
+def _fmt(v: object) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
 def write_outputs(res: FLSNNResult, out: Path, runtime_s: float | None = None) -> list[Path]:
@@ -219,33 +216,27 @@ def write_outputs(res: FLSNNResult, out: Path, runtime_s: float | None = None) -
                              "accuracy": float(hist.accuracy[e][i, d])})
     written = [out / "curves.csv", out / "tau_sweep.csv", out / "partial_exchange.csv",
                out / "summary.md"]
-    _write_csv(written[0], rows)
-    _write_csv(written[1], res.tau_rows)
-    _write_csv(written[2], res.partial_rows)
+    write_rows_csv(rows, written[0])
+    write_rows_csv(res.tau_rows, written[1])
+    write_rows_csv(res.partial_rows, written[2])
     cfg = res.config
     md = ["# FL-SNN reproduction (N-MNIST '1' vs '7', two devices)", "",
           f"Config: `{asdict(cfg)}`", ""]
     if runtime_s is not None:
         md += [f"Runtime: {runtime_s:.0f} s", ""]
     md += ["## Communication period τ (full exchange)", "",
-           _md_table(res.tau_rows, ["tau", "final_norm_loss_mean", "final_norm_loss_std",
-                                    "mean_norm_loss_2nd_half", "final_accuracy_mean",
-                                    "final_accuracy_std", "rounds", "bytes_up_per_device"]), "",
+           rows_markdown(res.tau_rows, TAU_COLUMNS, fmt=_fmt), "",
            f"## Partial exchange (τ = {cfg.partial_tau})", "",
-           _md_table(res.partial_rows, ["comm_rate", "k_per_round", "bytes_up_per_round",
-                                        "bytes_down_per_round", "final_norm_loss_mean",
-                                        "mean_norm_loss_2nd_half",
-                                        "final_accuracy_mean", "final_accuracy_std"]), ""]
+           rows_markdown(res.partial_rows, PARTIAL_COLUMNS, fmt=_fmt), ""]
     written[3].write_text("\n".join(md))
     written += _plots(res, out)
     return written
 
 
 def _plots(res: FLSNNResult, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from spikefed.report.figures import save_png
 
     t = np.asarray(res.iterations)
     cfg = res.config
@@ -264,10 +255,7 @@ def _plots(res: FLSNNResult, out: Path) -> list[Path]:
         ax.set_xlabel("global algorithmic time t")
         ax.set_ylabel(ylabel)
         ax.legend()
-        fig.tight_layout()
-        paths.append(out / name)
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
+        paths.append(save_png(fig, out / name))
     rows = res.partial_rows
     fig, ax = plt.subplots(figsize=(6, 4))
     rate = [r["comm_rate"] for r in rows]
@@ -276,10 +264,7 @@ def _plots(res: FLSNNResult, out: Path) -> list[Path]:
     ax.set_xscale("log")
     ax.set_xlabel(f"communication rate (fraction of synaptic coefficients, τ = {cfg.partial_tau})")
     ax.set_ylabel("final test accuracy")
-    fig.tight_layout()
-    paths.append(out / "fl_snn_partial_exchange.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(save_png(fig, out / "fl_snn_partial_exchange.png"))
     return paths
 
 

@@ -37,7 +37,7 @@ from spikefed.privacy.attacks import Problem, dlg
 from spikefed.privacy.defenses import snfl_convert
 from spikefed.privacy.domains import InputDomain
 from spikefed.privacy.threat import ThreatModel, observe
-from spikefed.report.tables import write_rows_csv
+from spikefed.report.tables import markdown_table, write_rows_csv
 
 ARMS = ("ann-sigmoid", "ann-relu", "snfl")
 PAPER = {  # SNFL paper, Sec. 5.1 / Fig. 2a (DLG, CIFAR-10, batch 1)
@@ -198,31 +198,29 @@ def summary_markdown(rows: list[dict[str, Any]], setting: DLGCifarSetting, image
         f"iterations, strong Wolfe), {setting.iterations} steps; SNN T={setting.T}. Leak: "
         "PSNR >= 20 dB or SSIM >= 0.5. Cells: mean ± std over runs (PSNR capped at 100 dB).",
         "",
-        "| arm | leaked | median iters to leak (range) | final PSNR dB | final SSIM | "
-        "median steps run | paper |",
-        "|---|---|---|---|---|---|---|",
     ]
+    table = []
     for arm in setting.arms:
         rs = [r for r in rows if r["arm"] == arm]
         if not rs:
             continue
         its = [r["iters_to_leak"] for r in rs if r["iters_to_leak"] is not None]
         leak = f"{statistics.median(its):g} ({min(its)}–{max(its)})" if its else "never"
-        lines.append(
-            f"| {arm} | {len(its)}/{len(rs)} | {leak} | {_mean_sd([r['psnr'] for r in rs])} | "
-            f"{_mean_sd([r['ssim'] for r in rs])} | "
-            f"{statistics.median([r['steps'] for r in rs]):g} | {PAPER[arm]} |"
-        )
+        table.append([arm, f"{len(its)}/{len(rs)}", leak, _mean_sd([r["psnr"] for r in rs]),
+                      _mean_sd([r["ssim"] for r in rs]),
+                      f"{statistics.median([r['steps'] for r in rs]):g}", PAPER[arm]])
+    lines.append(markdown_table(["arm", "leaked", "median iters to leak (range)",
+                                 "final PSNR dB", "final SSIM", "median steps run", "paper"],
+                                table))
     return "\n".join(lines) + "\n"
 
 
 def plot_strips(truth: Tensor, strips: dict[str, dict[int, Tensor]], snapshots: tuple[int, ...],
                 path: Path) -> None:
     """Ground truth, then each arm's reconstruction after the ``snapshots`` steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from spikefed.report.figures import save_png
 
     cols = 1 + len(snapshots)
     fig, axes = plt.subplots(len(strips), cols, figsize=(1.3 * cols, 1.45 * len(strips)),
@@ -236,6 +234,4 @@ def plot_strips(truth: Tensor, strips: dict[str, dict[int, Tensor]], snapshots: 
                 ax.imshow(img.clamp(0, 1).permute(1, 2, 0).numpy())
             ax.set_title("truth" if c == 0 else f"it {snapshots[c - 1]}", fontsize=7)
         axes[r][0].text(-4, 16, arm, fontsize=7, ha="right", va="center")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_png(fig, path, dpi=110)

@@ -47,7 +47,7 @@ from spikefed.privacy.protocol import (
     weight_update,
 )
 from spikefed.privacy.threat import ThreatModel, observe, trainable
-from spikefed.report.tables import write_rows_csv
+from spikefed.report.tables import markdown_table, write_rows_csv
 
 ARMS = ("fedavg", *(f"snfl-{b}" for b in BIAS_ESTIMATES))
 CSV_FIELDS = ["arm", "attack", "local_steps", "image", "seed", "psnr", "ssim", "iters_to_leak",
@@ -214,10 +214,8 @@ def summary_markdown(rows: list[dict[str, Any]], setting: ProtocolSetting, image
         f"{setting.ig_iterations} steps, iDLG {setting.dlg_iterations} L-BFGS steps. Leak: PSNR "
         ">= 20 dB or SSIM >= 0.5. Update error: largest |recovered - true| weight-update entry.",
         "",
-        "| local steps | attack | arm | leaked | PSNR dB | SSIM | label | update error | "
-        "bias error |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
+    table = []
     keys = dict.fromkeys((r["local_steps"], r["attack"], r["arm"]) for r in rows)
     for steps, name, arm in keys:
         rs = [r for r in rows if (r["local_steps"], r["attack"], r["arm"]) == (steps, name, arm)]
@@ -231,11 +229,11 @@ def summary_markdown(rows: list[dict[str, Any]], setting: ProtocolSetting, image
             v = [r[k] for r in rs if r.get(k) is not None]
             return f"{max(v):.1e}" if v else "–"
 
-        lines.append(
-            f"| {steps} | {name} | {arm} | {leaked}/{len(rs)} | {ms('psnr')} | {ms('ssim')} | "
-            f"{sum(r['label_ok'] for r in rs)}/{len(rs)} | {worst('weight_update_error')} | "
-            f"{worst('bias_error')} |"
-        )
+        table.append([steps, name, arm, f"{leaked}/{len(rs)}", ms("psnr"), ms("ssim"),
+                      f"{sum(r['label_ok'] for r in rs)}/{len(rs)}",
+                      worst("weight_update_error"), worst("bias_error")])
+    lines.append(markdown_table(["local steps", "attack", "arm", "leaked", "PSNR dB", "SSIM",
+                                 "label", "update error", "bias error"], table))
     return "\n".join(lines) + "\n"
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+from spikefed.report.figures import save_png
 
 
 def _as_image(t: torch.Tensor) -> torch.Tensor:
@@ -64,9 +63,7 @@ def plot_reconstructions(
             va="center",
             fontsize=7,
         )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_png(fig, path, dpi=110)
 
 
 def plot_curves(
@@ -93,6 +90,4 @@ def plot_curves(
         ax.set_xlabel("iteration (optimiser steps)")
         ax.set_ylabel("PSNR [dB]")
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_png(fig, path, dpi=110)

@@ -16,6 +16,7 @@ from typing import Any
 from spikefed.report.page import esc, figure, fmt, page, table
 from spikefed.report.runs import RunData, find_run_dirs, flatten_config, load_run
 from spikefed.report.svg import figure_svg, new_figure
+from spikefed.report.tables import markdown_table
 
 IGNORED_KEYS = {"name"}  # differs by construction; the run label already shows it
 
@@ -183,10 +184,8 @@ def verdict(runs: Sequence[RunData], labels: Sequence[str], rows: list[list[Any]
 def markdown(headers: Sequence[str], rows: Sequence[Sequence[Any]], answer: str,
              paths: Sequence[Path]) -> str:
     """compare.md: the verdict and the table."""
-    lines = ["# spikefed compare", "", answer, "",
-             "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(fmt(v).replace("|", "\\|") for v in row) + " |" for row in rows]
-    lines += ["", "Runs: " + ", ".join(f"`{p}`" for p in paths), ""]
+    lines = ["# spikefed compare", "", answer, "", markdown_table(headers, rows, fmt=fmt),
+             "", "Runs: " + ", ".join(f"`{p}`" for p in paths), ""]
     return "\n".join(lines)
 
 

@@ -1,8 +1,11 @@
-"""The figures of a run report, each returned as an inline SVG string (or None: no data)."""
+"""Figures: the PNG helpers every experiment, `spikefed convert` and `spikefed attack` write
+their plots with, and the figures of a run report (each an inline SVG string, or None: no data).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -11,6 +14,29 @@ from matplotlib.ticker import MaxNLocator
 from spikefed.report.svg import figure_svg, new_figure
 
 Records = Sequence[dict[str, Any]]
+
+
+def save_png(fig, path: str | Path, dpi: int = 120) -> Path:
+    """Lay ``fig`` out tightly, write it to ``path`` as PNG and close it; return ``path``."""
+    path = Path(path)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def line_png(lines: dict[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, *,
+             xlabel: str, ylabel: str, title: str = "", size: tuple[float, float] = (5, 3.5),
+             dpi: int = 120) -> Path:
+    """One line with markers per ``{label: (xs, ys)}`` (legend by label), written as PNG."""
+    fig, ax = plt.subplots(figsize=size)
+    for label, (xs, ys) in lines.items():
+        ax.plot(xs, ys, marker="o", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    return save_png(fig, path, dpi)
 
 
 def series(records: Records, key: str) -> tuple[list[int], list[float]]:
