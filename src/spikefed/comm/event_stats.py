@@ -98,10 +98,11 @@ class StreamStats:
 def stream_stats(recording: Recording, *, raster_bin_us: int = 1000,
                  sensor: tuple[int, int] | None = None, rebin_us: int | None = None,
                  refractory_us: int | None = None, address_delta: bool = False,
-                 level: int = DEFAULT_LEVEL) -> StreamStats:
+                 level: int = DEFAULT_LEVEL, with_raster: bool = True) -> StreamStats:
     """Compress one recording and count bytes. The lossy reductions run first (refractory,
     then re-binning) when given; raw bytes are the input's native AER size; the dense raster
-    ``[T, 2, H, W]`` has bins of ``raster_bin_us`` from the recording's first event to its last."""
+    ``[T, 2, H, W]`` has bins of ``raster_bin_us`` from the recording's first event to its last
+    (``with_raster=False`` skips it: raster sizes 0)."""
     events = recording.events
     dropped_ref = dropped_bin = 0
     if refractory_us is not None:
@@ -110,14 +111,18 @@ def stream_stats(recording: Recording, *, raster_bin_us: int = 1000,
     if rebin_us is not None:
         reduced = rebin(events, rebin_us)
         events, dropped_bin = reduced.events, reduced.dropped
-    t0 = int(recording.events["t"].min()) if len(recording.events) else 0
-    shifted = events.copy()
-    shifted["t"] -= t0
-    span = int(recording.events["t"].max()) - t0 + 1 if len(recording.events) else 0
-    raster = dense_raster(shifted, sensor or infer_sensor(recording.events), raster_bin_us, span)
+    cells = raster_bytes = 0
+    if with_raster:
+        t0 = int(recording.events["t"].min()) if len(recording.events) else 0
+        shifted = events.copy()
+        shifted["t"] -= t0
+        span = int(recording.events["t"].max()) - t0 + 1 if len(recording.events) else 0
+        raster = dense_raster(shifted, sensor or infer_sensor(recording.events), raster_bin_us,
+                              span)
+        cells, raster_bytes = raster.size, len(encode_raster(raster, level=level))
     return StreamStats(
         events_in=len(recording.events), events_out=len(events), dropped_rebin=dropped_bin,
         dropped_refractory=dropped_ref,
         raw_bytes=len(recording.events) * recording.raw_bytes_per_event,
         codec_bytes=len(encode_events(events, address_delta=address_delta, level=level)),
-        raster_cells=raster.size, raster_codec_bytes=len(encode_raster(raster, level=level)))
+        raster_cells=cells, raster_codec_bytes=raster_bytes)
