@@ -69,6 +69,15 @@ def test_binary_raster_round_trip(shape: tuple[int, ...]) -> None:
         assert len(payload) < raster.size / 8          # beats 1 bit per cell at 5 % density
 
 
+def test_raster_rejects_damaged_payloads() -> None:
+    payload = encode_raster(np.zeros((3, 4), dtype=np.uint8))
+    for bad in (b"SFRS", payload[:8], payload[:-3]):
+        with pytest.raises(ValueError, match="damaged|SFRS"):
+            decode_raster(bad)
+    with pytest.raises(ValueError, match="unsigned"):
+        encode_raster(np.zeros(3, dtype=np.float32))
+
+
 def test_bundled_nmnist_mini_round_trip() -> None:
     with np.load(nmnist_mini_path()) as z:
         counts = z["x_test"]

@@ -130,9 +130,12 @@ def decode_raster(payload: bytes) -> np.ndarray:
         raise ValueError(f"raster format version {version}; this spikefed reads "
                          f"version {FORMAT_VERSION}")
     at = _RASTER_HEADER.size
-    *shape, dlen = struct.unpack_from(f"<{ndim}QB", payload, at)
-    at += struct.calcsize(f"<{ndim}QB")
-    dtype = np.dtype(payload[at:at + dlen].decode())
+    try:
+        *shape, dlen = struct.unpack_from(f"<{ndim}QB", payload, at)
+        at += struct.calcsize(f"<{ndim}QB")
+        dtype = np.dtype(payload[at:at + dlen].decode())
+    except (struct.error, TypeError, UnicodeDecodeError) as err:
+        raise ValueError(f"raster header is damaged ({err})") from None
     try:
         body = zstandard.ZstdDecompressor().decompress(payload[at + dlen:])
     except zstandard.ZstdError as err:
