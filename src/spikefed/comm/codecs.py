@@ -87,7 +87,7 @@ class Encoded:
 
 
 def _raw(t: torch.Tensor) -> EncodedTensor:
-    return EncodedTensor("raw", tuple(t.shape), t.dtype, {"values": t.detach().clone()})
+    return EncodedTensor("raw", tuple(t.shape), t.dtype, {"values": t.detach().cpu().clone()})
 
 
 def _scale_of(value: float) -> np.ndarray:
@@ -110,7 +110,8 @@ class Codec:
     def encode(self, update: Tensors, residual: Tensors | None = None,
                generator: torch.Generator | None = None) -> tuple[Encoded, Tensors | None]:
         """Compress ``update`` (plus ``residual`` with error feedback); returns the payload and
-        the new residual (``None`` without error feedback)."""
+        the new residual (``None`` without error feedback). Tensors are encoded in host memory
+        (CPU), where a payload leaves from; decoded tensors and residuals are CPU tensors."""
         if self.stochastic and generator is None:
             raise ValueError(f"the {self.name} codec rounds stochastically: pass a seeded "
                              "torch.Generator")
@@ -123,9 +124,9 @@ class Codec:
             if not tensor.is_floating_point():
                 encoded[key] = _raw(tensor)
                 continue
-            target = tensor.detach()
+            target = tensor.detach().cpu()
             if residual is not None and key in residual:
-                target = target + residual[key].to(target.dtype)
+                target = target + residual[key].to("cpu", target.dtype)
             enc = self._encode_float(target, generator)
             encoded[key] = enc
             if self.error_feedback:
