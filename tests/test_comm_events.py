@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -183,3 +184,13 @@ def test_cli_events(tmp_path: Path) -> None:
     suffix = runner.invoke(app, ["events", "decompress", str(packed), "-o", str(tmp_path / "x")])
     assert suffix.exit_code == 2 and ".bs2, .aedat or .npy" in suffix.output
     assert encode_bs2(read_bs2(BS2)) == BS2.read_bytes()
+    lossy = runner.invoke(app, ["events", "compress", str(BS2), "-o", str(tmp_path / "l.sfev"),
+                                "--refractory-us", "5000"])
+    dropped = refractory(read_bs2(BS2), 5000).dropped
+    assert lossy.exit_code == 0 and f"refractory 5000 µs dropped {dropped}" in lossy.output
+    archive = tmp_path / "two.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name in ("a.bs2", "b.bs2"):
+            tar.add(BS2, arcname=name)
+    many = runner.invoke(app, ["events", "compress", str(archive), "-o", str(packed)])
+    assert many.exit_code == 2 and "holds 2 recordings" in " ".join(many.output.split())
