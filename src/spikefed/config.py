@@ -158,6 +158,36 @@ class AlgorithmConfig(Strict):
         return self
 
 
+class CodecConfig(Strict):
+    """Compression of client updates (upload - broadcast) on the wire (docs/communication.md)."""
+
+    name: Literal["none", "topk", "qsgd", "sign"] = Field(
+        "none", description="none (lossless, the tensors as they are), topk (the largest "
+        "`fraction` of each tensor's entries: values + indices), qsgd (stochastic unbiased "
+        "quantisation to `bits` bits with a per-tensor scale) or sign (1 bit + a scale)")
+    fraction: float = Field(0.01, gt=0, le=1, description="topk: fraction of each tensor's "
+                            "entries sent (at least one)")
+    bits: int = Field(8, ge=1, le=16, description="qsgd: bits per entry")
+    error_feedback: bool | None = Field(
+        None, description="keep what the codec did not send in client state and add it to the "
+        "next update; null: the codec's default (on for sign, off otherwise)")
+
+    @model_validator(mode="after")
+    def _check_codec_options(self) -> CodecConfig:
+        if self.name == "none" and self.error_feedback:
+            raise ValueError("train.codec.error_feedback=true with train.codec.name=none: the "
+                             "none codec is lossless, nothing is left to feed back; remove it "
+                             "or choose topk, qsgd or sign")
+        return self
+
+    @property
+    def uses_error_feedback(self) -> bool:
+        """Whether the residual is kept (the codec's default when `error_feedback` is null)."""
+        if self.error_feedback is None:
+            return self.name == "sign"
+        return self.error_feedback
+
+
 class TrainConfig(Strict):
     rounds: int = Field(15, ge=1)
     local_epochs: int = Field(1, ge=1)
@@ -206,6 +236,9 @@ class TrainConfig(Strict):
     amp: bool = Field(False, description="bf16 autocast in local training (CUDA only)")
     channels_last: bool = Field(False, description="channels-last memory format for conv "
                                 "models and image batches in local training")
+    codec: CodecConfig = Field(
+        CodecConfig(), description="update compression on the wire (not yet applied by the "
+        "engines; see docs/communication.md)")
 
     @model_validator(mode="after")
     def _check_schedule(self) -> TrainConfig:

@@ -18,7 +18,8 @@ reproduce_app = typer.Typer(help="Reproduce the experiments of the papers spikef
 app.add_typer(reproduce_app, name="reproduce")
 
 # Each module defines `register(app, reproduce)`.
-COMMAND_MODULES = ["run", "convert", "data", "attack", "flsnn", "snfl", "flower", "report"]
+COMMAND_MODULES = ["run", "convert", "data", "attack", "flsnn", "snfl", "flower", "report",
+                   "events"]
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}").register(app, reproduce_app)
