@@ -58,13 +58,14 @@ def test_flsnn_client_state_round_trips(tmp_path) -> None:
     """FL-SNN keeps generator states, stream order and learner buffers per client."""
     from spikefed.experiments.fl_snn import load_data
     from spikefed.fl.base import ClientData, TrainContext
-    from spikefed.fl.flsnn import FLSNN, GLMModule
+    from spikefed.fl.flsnn import FLSNN
+    from spikefed.models.glm import GLMNet
     from spikefed.snn.glm import GLMSNN, LearningRule, Topology
 
     train, _ = load_data(None)
     snn = GLMSNN(Topology.layered(289, 2, 2), n_basis_ff=2, memory=5)
     alg = FLSNN(snn, LearningRule(lr=0.01, delta_s=5), tau=2, comm_rate=0.05, n_examples=4)
-    model = GLMModule(snn, torch.Generator().manual_seed(0))
+    model = GLMNet.of_network(snn, torch.Generator().manual_seed(0))
     server, broadcast = alg.init_server(model)
     data = ClientData(train.x[train.y == 0][:4], train.y[train.y == 0][:4])
     ctx = TrainContext(model_fn=lambda: model)

@@ -13,23 +13,21 @@ from spikefed.experiments.fl_snn import (
     load_data,
     run_experiment,
 )
-from spikefed.fl.base import ClientData, TrainContext
+from spikefed.fl.base import ClientData, TrainContext, payload_bytes
 from spikefed.fl.flsnn import (
     FLSNN,
-    GLMModule,
     LocalLearner,
-    RunSetting,
-    _communicate,
     exchange_bytes,
     index_dtype,
     k_for_rate,
     n_dense_values,
     n_ff_values,
     partial_average,
-    run_federated,
     select_top_k,
     stream_order,
 )
+from spikefed.fl.flsnn_batched import RunSetting, _communicate, run_federated
+from spikefed.models.glm import GLMNet
 from spikefed.snn.glm import GLMSNN, LearningRule, Topology
 
 
@@ -111,7 +109,7 @@ def test_algorithm_contract_partial_upload_and_aggregate(data) -> None:
     snn = _tiny_snn()
     rule = LearningRule(lr=0.01, delta_s=5)
     alg = FLSNN(snn, rule, tau=3, comm_rate=0.05, n_examples=4)
-    model = GLMModule(snn, torch.Generator().manual_seed(0))
+    model = GLMNet.of_network(snn, torch.Generator().manual_seed(0))
     server, broadcast = alg.init_server(model)
     clients = [ClientData(train.x[train.y == c][:4], train.y[train.y == c][:4]) for c in (0, 1)]
     states: list[dict] = [{}, {}]
@@ -119,7 +117,12 @@ def test_algorithm_contract_partial_upload_and_aggregate(data) -> None:
         uploads = []
         for cid, cd in enumerate(clients):
             ctx = TrainContext(model_fn=lambda: model)
-            up, states[cid], _ = alg.client_update(cid, broadcast, states[cid], cd, ctx)
+            down = alg.downlink(server, broadcast, cid)
+            n_dense = n_dense_values(snn)
+            expect = (exchange_bytes(alg.k, alg.n_ff, n_dense)[1] if _round
+                      else exchange_bytes(alg.n_ff, alg.n_ff, n_dense)[1])  # new: full model
+            assert payload_bytes(down) == expect
+            up, states[cid], _ = alg.client_update(cid, down, states[cid], cd, ctx)
             assert up.nbytes == exchange_bytes(alg.k, alg.n_ff, n_dense_values(snn))[0]
             assert len(up.tensors["ff_index"]) == alg.k
             assert up.tensors["ff_index"].dtype == index_dtype(alg.n_ff)
@@ -137,13 +140,15 @@ def test_algorithm_contract_partial_upload_and_aggregate(data) -> None:
     local = states[0]["params"]["ff"].reshape(-1).clone()
     ctx = TrainContext(model_fn=lambda: model)
     alg_frozen = FLSNN(snn, LearningRule(lr=0.0, delta_s=5), tau=1, comm_rate=0.05, n_examples=4)
-    _, st, _ = alg_frozen.client_update(0, broadcast, states[0], clients[0], ctx)
+    down = alg.downlink(server, broadcast, 0)
+    _, st, _ = alg_frozen.client_update(0, down, states[0], clients[0], ctx)
     after = st["params"]["ff"].reshape(-1)
     mine = states[0]["sent_index"]
     unsent = torch.ones_like(after, dtype=torch.bool)
     unsent[mine] = False
     assert torch.equal(after[unsent], local[unsent])          # broadcast never overwrote these
-    torch.testing.assert_close(after[mine], broadcast["ff_mean"][mine])
+    torch.testing.assert_close(after[mine], server["params"]["ff"].reshape(-1)[mine])
+    torch.testing.assert_close(after[mine], down["ff_values"])
 
 
 def test_stream_order_covers_pool_evenly() -> None:
