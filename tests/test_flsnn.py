@@ -210,3 +210,71 @@ def test_cli_writes_tables_and_figures(tmp_path) -> None:
     assert "separate" in (out / "tau_sweep.csv").read_text()
     bad = CliRunner().invoke(app, ["reproduce", "fl-snn", "--out", str(out), "--taus", "1,x"])
     assert bad.exit_code == 2 and "--taus" in bad.output
+
+
+ENGINE = ["data.dataset=nmnist-mini", "data.events.polarity=merge", "data.events.downsample=17",
+          "model.name=glm", "model.T=10", "model.kwargs.n_hidden=3", "model.kwargs.memory=5",
+          "data.partition.scheme=iid", "data.test_subset=20", "algorithm.name=flsnn",
+          "algorithm.params.tau=2", "train.eval_clients=false"]
+
+
+def _engine_run(tmp_path, *extra: str):
+    from spikefed.config import load_config
+    from spikefed.report import read_metrics
+    from spikefed.sim import Simulation
+
+    cfg = load_config(overrides=[*ENGINE, *extra])
+    sim = Simulation(cfg, tmp_path)
+    for c in sim.fed.clients:
+        c.x, c.y = c.x[:12], c.y[:12]
+    sim.run()
+    return cfg, sim, read_metrics(tmp_path / "metrics.jsonl")
+
+
+def test_engine_partial_exchange_with_late_joiners_counts_exact_bytes(tmp_path) -> None:
+    """Partial participation: devices first join after round 1 (once a KeyError: 'ff'). Each
+    round's bytes_down is exactly what was sent: the full model (n_ff + dense values) to a device
+    the server has no upload from, the K means it last sent (+ dense) to one it has."""
+    from spikefed.sim.engine import sample_clients
+
+    cfg, sim, records = _engine_run(tmp_path, "data.num_clients=5", "train.clients_per_round=2",
+                                    "train.rounds=5", "algorithm.params.comm_rate=0.2")
+    alg = sim.fed.algorithm
+    n_dense = n_dense_values(alg.snn)
+    full = exchange_bytes(alg.n_ff, alg.n_ff, n_dense)[1]
+    up, down = exchange_bytes(alg.k, alg.n_ff, n_dense)
+    assert alg.partial and down < full
+    seen: set[int] = set()
+    late = False
+    for r, rec in enumerate(records, start=1):
+        chosen, _ = sample_clients(5, cfg, r)
+        late |= r > 1 and any(c not in seen for c in chosen)
+        assert rec["bytes_down"] == sum(down if c in seen else full for c in chosen), r
+        assert rec["bytes_up"] == len(chosen) * up and rec["uploads"] == len(chosen)
+        assert 0 <= rec["server_acc"] <= 1
+        seen |= set(chosen)
+    assert late, "the sampled rounds must contain a device joining after round 1"
+
+
+def test_engine_full_exchange_sends_every_synapse_both_ways(tmp_path) -> None:
+    _, sim, records = _engine_run(tmp_path, "data.num_clients=2", "train.rounds=2")
+    alg = sim.fed.algorithm
+    full = exchange_bytes(alg.n_ff, alg.n_ff, n_dense_values(alg.snn))
+    assert not alg.partial
+    assert [(r["bytes_up"], r["bytes_down"]) for r in records] == [(2 * full[0], 2 * full[1])] * 2
+
+
+def test_registry_params_and_model_errors_name_the_fix(tmp_path) -> None:
+    from spikefed.config import load_config
+    from spikefed.experiment import build_federation
+    from spikefed.fl.registry import build_algorithm
+    from spikefed.sim import Simulation
+
+    with pytest.raises(ValueError, match="comm_rate"):
+        build_algorithm("flsnn", {"comm_rate": 1.5})
+    with pytest.raises(ValueError, match="instead of comm_rate"):
+        build_algorithm("flsnn", {"comm_rate": 0.5, "k": 10})
+    with pytest.raises(ValueError, match="model.name=glm"):
+        Simulation(load_config(overrides=["algorithm.name=flsnn"]), tmp_path)
+    with pytest.raises(ValueError, match="event set"):
+        build_federation(load_config(overrides=["model.name=glm"])).model_fn()

@@ -27,7 +27,11 @@ class GLMNet(nn.Module):
     def __init__(self, *, spiking: bool = True, in_shape: tuple[int, ...], num_classes: int,
                  T: int = 8, temporal_input: str | None = None, n_hidden: int = 8,
                  n_basis_ff: int = 4, memory: int = 10, init_scale: float = 0.5,
-                 eval_seed: int = 0, **ignored: Any) -> None:
+                 eval_seed: int = 0, neuron: dict[str, Any] | None = None,
+                 encoder: str = "direct", norm: str = "bn", order: str = "step",
+                 stem_once: bool = False) -> None:
+        """``neuron``, ``encoder``, ``norm``, ``order`` and ``stem_once`` (the zoo's options)
+        do not apply: GLM neurons are defined by their kernels and read event frames directly."""
         super().__init__()
         if not spiking:
             raise ValueError("model.name=glm is a spiking network; set model.spiking=true")
