@@ -278,3 +278,23 @@ def test_registry_params_and_model_errors_name_the_fix(tmp_path) -> None:
         Simulation(load_config(overrides=["algorithm.name=flsnn"]), tmp_path)
     with pytest.raises(ValueError, match="event set"):
         build_federation(load_config(overrides=["model.name=glm"])).model_fn()
+
+
+def test_client_without_server_binds_its_network_from_the_model(data) -> None:
+    """A Flower node's algorithm never sees init_server: it takes the GLM network from
+    ctx.model_fn, and trains to the same upload as the server-side instance."""
+    from spikefed.fl.registry import build_algorithm
+
+    train, _ = data
+    snn = _tiny_snn()
+    model = GLMNet.of_network(snn, torch.Generator().manual_seed(0))
+    server_side = build_algorithm("flsnn", {"tau": 2, "k": 7})
+    _, broadcast = server_side.init_server(model)
+    node_side = build_algorithm("flsnn", {"tau": 2, "k": 7})
+    assert node_side.snn is None
+    cd = ClientData(train.x[:4], train.y[:4])
+    ctx = TrainContext(model_fn=lambda: GLMNet.of_network(snn))
+    a, _, _ = server_side.client_update(1, broadcast, {}, cd, ctx)
+    b, _, _ = node_side.client_update(1, broadcast, {}, cd, ctx)
+    assert node_side.snn is snn and len(b.tensors["ff_index"]) == 7
+    assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
