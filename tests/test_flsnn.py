@@ -276,6 +276,8 @@ def test_registry_params_and_model_errors_name_the_fix(tmp_path) -> None:
         build_algorithm("flsnn", {"comm_rate": 0.5, "k": 10})
     with pytest.raises(ValueError, match="model.name=glm"):
         Simulation(load_config(overrides=["algorithm.name=flsnn"]), tmp_path)
+    with pytest.raises(ValueError, match="delta_s=3 must divide model.T=10"):
+        Simulation(load_config(overrides=[*ENGINE, "algorithm.params.delta_s=3"]), tmp_path)
     with pytest.raises(ValueError, match="event set"):
         build_federation(load_config(overrides=["model.name=glm"])).model_fn()
 

@@ -254,8 +254,16 @@ class FLSNN(Algorithm):
         assert self.snn is not None
         return self.snn
 
-    def init_server(self, model: nn.Module) -> tuple[dict[str, Any], Tensors]:
+    def _attach(self, model: nn.Module) -> None:
+        """Bind the model's GLM network; its step count must be a multiple of ``delta_s``."""
         self._bind(network_of(model))
+        steps = getattr(model, "T", None)
+        if isinstance(steps, int) and steps % self.rule.delta_s:
+            raise ValueError(f"algorithm.params.delta_s={self.rule.delta_s} must divide "
+                             f"model.T={steps} (updates align with examples)")
+
+    def init_server(self, model: nn.Module) -> tuple[dict[str, Any], Tensors]:
+        self._attach(model)
         params = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return {"params": params, "last_sent": {}}, self._full_broadcast(params)
 
@@ -264,7 +272,7 @@ class FLSNN(Algorithm):
                 "fb": params["fb"].clone(), "bias": params["bias"].clone()}
 
     def upload_keys(self, model: nn.Module) -> set[str]:
-        self._bind(network_of(model))
+        self._attach(model)
         return {"ff_values", "fb", "bias", *(["ff_index"] if self.partial else [])}
 
     def downlink(self, server_state: dict[str, Any], broadcast: Tensors, client_id: int
