@@ -44,7 +44,8 @@ class GLMNet(nn.Module):
         topology = Topology.layered(math.prod(in_shape), n_hidden, num_classes)
         self.snn = GLMSNN(topology, n_basis_ff=n_basis_ff, memory=memory)
         self.eval_seed = eval_seed
-        self.num_classes, self.T, self.in_shape = num_classes, T, tuple(in_shape)
+        self.num_classes, self.in_shape = num_classes, tuple(in_shape)
+        self.T: int | None = T
         params = self.snn.init_params(1, None, scale=init_scale)  # global RNG: seeded by engine
         for name, value in params.items():
             self.register_buffer(name, value[0].clone())
@@ -58,6 +59,7 @@ class GLMNet(nn.Module):
         model = cls(in_shape=(t.n_input,), num_classes=t.n_output, temporal_input="batch_first",
                     n_hidden=t.n_hidden, n_basis_ff=snn.n_basis_ff, memory=snn.memory)
         model.snn = snn
+        model.T = None  # steps per example: set by the data, not the model
         for name, value in snn.init_params(1, generator, scale=init_scale).items():
             setattr(model, name, value[0].clone())
         return model
