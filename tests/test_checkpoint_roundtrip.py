@@ -16,10 +16,20 @@ TINY = ["data.num_clients=3", "data.test_subset=40", "train.rounds=2", "model.T=
         "model.kwargs.hidden=[8]", "data.partition.scheme=iid", "train.batch_size=16"]
 
 
+#: FL-SNN needs its GLM model and event frames; partial exchange, 2 of 3 clients per round
+#: (a client first joins in round 2)
+FLSNN_TINY = ["data.num_clients=3", "data.test_subset=20", "train.rounds=2",
+              "data.dataset=nmnist-mini", "data.events.polarity=merge", "data.events.downsample=17",
+              "model.name=glm", "model.T=10", "model.kwargs.n_hidden=2", "model.kwargs.memory=5",
+              "data.partition.scheme=iid", "train.clients_per_round=2",
+              "algorithm.params.comm_rate=0.1", "algorithm.params.tau=2"]
+
+
 def _sim(out, algorithm: str) -> Simulation:
     ann = ["model.spiking=false"] if algorithm.startswith("s-") else []  # SNFL: ANN clients
     params = ["algorithm.params.calib_size=8", "algorithm.params.T=4"] if ann else []
-    cfg = load_config(overrides=[*TINY, *ann, f"algorithm.name={algorithm}", *params])
+    tiny = FLSNN_TINY if algorithm == "flsnn" else TINY
+    cfg = load_config(overrides=[*tiny, *ann, f"algorithm.name={algorithm}", *params])
     sim = Simulation(cfg, out)
     for c in sim.fed.clients:
         c.x, c.y = c.x[:32], c.y[:32]
@@ -58,13 +68,14 @@ def test_flsnn_client_state_round_trips(tmp_path) -> None:
     """FL-SNN keeps generator states, stream order and learner buffers per client."""
     from spikefed.experiments.fl_snn import load_data
     from spikefed.fl.base import ClientData, TrainContext
-    from spikefed.fl.flsnn import FLSNN, GLMModule
+    from spikefed.fl.flsnn import FLSNN
+    from spikefed.models.glm import GLMNet
     from spikefed.snn.glm import GLMSNN, LearningRule, Topology
 
     train, _ = load_data(None)
     snn = GLMSNN(Topology.layered(289, 2, 2), n_basis_ff=2, memory=5)
     alg = FLSNN(snn, LearningRule(lr=0.01, delta_s=5), tau=2, comm_rate=0.05, n_examples=4)
-    model = GLMModule(snn, torch.Generator().manual_seed(0))
+    model = GLMNet.of_network(snn, torch.Generator().manual_seed(0))
     server, broadcast = alg.init_server(model)
     data = ClientData(train.x[train.y == 0][:4], train.y[train.y == 0][:4])
     ctx = TrainContext(model_fn=lambda: model)

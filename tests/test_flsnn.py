@@ -13,23 +13,21 @@ from spikefed.experiments.fl_snn import (
     load_data,
     run_experiment,
 )
-from spikefed.fl.base import ClientData, TrainContext
+from spikefed.fl.base import ClientData, TrainContext, payload_bytes
 from spikefed.fl.flsnn import (
     FLSNN,
-    GLMModule,
     LocalLearner,
-    RunSetting,
-    _communicate,
     exchange_bytes,
     index_dtype,
     k_for_rate,
     n_dense_values,
     n_ff_values,
     partial_average,
-    run_federated,
     select_top_k,
     stream_order,
 )
+from spikefed.fl.flsnn_batched import RunSetting, _communicate, run_federated
+from spikefed.models.glm import GLMNet
 from spikefed.snn.glm import GLMSNN, LearningRule, Topology
 
 
@@ -111,7 +109,7 @@ def test_algorithm_contract_partial_upload_and_aggregate(data) -> None:
     snn = _tiny_snn()
     rule = LearningRule(lr=0.01, delta_s=5)
     alg = FLSNN(snn, rule, tau=3, comm_rate=0.05, n_examples=4)
-    model = GLMModule(snn, torch.Generator().manual_seed(0))
+    model = GLMNet.of_network(snn, torch.Generator().manual_seed(0))
     server, broadcast = alg.init_server(model)
     clients = [ClientData(train.x[train.y == c][:4], train.y[train.y == c][:4]) for c in (0, 1)]
     states: list[dict] = [{}, {}]
@@ -119,7 +117,12 @@ def test_algorithm_contract_partial_upload_and_aggregate(data) -> None:
         uploads = []
         for cid, cd in enumerate(clients):
             ctx = TrainContext(model_fn=lambda: model)
-            up, states[cid], _ = alg.client_update(cid, broadcast, states[cid], cd, ctx)
+            down = alg.downlink(server, broadcast, cid)
+            n_dense = n_dense_values(snn)
+            expect = (exchange_bytes(alg.k, alg.n_ff, n_dense)[1] if _round
+                      else exchange_bytes(alg.n_ff, alg.n_ff, n_dense)[1])  # new: full model
+            assert payload_bytes(down) == expect
+            up, states[cid], _ = alg.client_update(cid, down, states[cid], cd, ctx)
             assert up.nbytes == exchange_bytes(alg.k, alg.n_ff, n_dense_values(snn))[0]
             assert len(up.tensors["ff_index"]) == alg.k
             assert up.tensors["ff_index"].dtype == index_dtype(alg.n_ff)
@@ -137,13 +140,15 @@ def test_algorithm_contract_partial_upload_and_aggregate(data) -> None:
     local = states[0]["params"]["ff"].reshape(-1).clone()
     ctx = TrainContext(model_fn=lambda: model)
     alg_frozen = FLSNN(snn, LearningRule(lr=0.0, delta_s=5), tau=1, comm_rate=0.05, n_examples=4)
-    _, st, _ = alg_frozen.client_update(0, broadcast, states[0], clients[0], ctx)
+    down = alg.downlink(server, broadcast, 0)
+    _, st, _ = alg_frozen.client_update(0, down, states[0], clients[0], ctx)
     after = st["params"]["ff"].reshape(-1)
     mine = states[0]["sent_index"]
     unsent = torch.ones_like(after, dtype=torch.bool)
     unsent[mine] = False
     assert torch.equal(after[unsent], local[unsent])          # broadcast never overwrote these
-    torch.testing.assert_close(after[mine], broadcast["ff_mean"][mine])
+    torch.testing.assert_close(after[mine], server["params"]["ff"].reshape(-1)[mine])
+    torch.testing.assert_close(after[mine], down["ff_values"])
 
 
 def test_stream_order_covers_pool_evenly() -> None:
@@ -205,3 +210,93 @@ def test_cli_writes_tables_and_figures(tmp_path) -> None:
     assert "separate" in (out / "tau_sweep.csv").read_text()
     bad = CliRunner().invoke(app, ["reproduce", "fl-snn", "--out", str(out), "--taus", "1,x"])
     assert bad.exit_code == 2 and "--taus" in bad.output
+
+
+ENGINE = ["data.dataset=nmnist-mini", "data.events.polarity=merge", "data.events.downsample=17",
+          "model.name=glm", "model.T=10", "model.kwargs.n_hidden=3", "model.kwargs.memory=5",
+          "data.partition.scheme=iid", "data.test_subset=20", "algorithm.name=flsnn",
+          "algorithm.params.tau=2", "train.eval_clients=false"]
+
+
+def _engine_run(tmp_path, *extra: str):
+    from spikefed.config import load_config
+    from spikefed.report import read_metrics
+    from spikefed.sim import Simulation
+
+    cfg = load_config(overrides=[*ENGINE, *extra])
+    sim = Simulation(cfg, tmp_path)
+    for c in sim.fed.clients:
+        c.x, c.y = c.x[:12], c.y[:12]
+    sim.run()
+    return cfg, sim, read_metrics(tmp_path / "metrics.jsonl")
+
+
+def test_engine_partial_exchange_with_late_joiners_counts_exact_bytes(tmp_path) -> None:
+    """Partial participation: devices first join after round 1 (once a KeyError: 'ff'). Each
+    round's bytes_down is exactly what was sent: the full model (n_ff + dense values) to a device
+    the server has no upload from, the K means it last sent (+ dense) to one it has."""
+    from spikefed.sim.engine import sample_clients
+
+    cfg, sim, records = _engine_run(tmp_path, "data.num_clients=5", "train.clients_per_round=2",
+                                    "train.rounds=5", "algorithm.params.comm_rate=0.2")
+    alg = sim.fed.algorithm
+    n_dense = n_dense_values(alg.snn)
+    full = exchange_bytes(alg.n_ff, alg.n_ff, n_dense)[1]
+    up, down = exchange_bytes(alg.k, alg.n_ff, n_dense)
+    assert alg.partial and down < full
+    seen: set[int] = set()
+    late = False
+    for r, rec in enumerate(records, start=1):
+        chosen, _ = sample_clients(5, cfg, r)
+        late |= r > 1 and any(c not in seen for c in chosen)
+        assert rec["bytes_down"] == sum(down if c in seen else full for c in chosen), r
+        assert rec["bytes_up"] == len(chosen) * up and rec["uploads"] == len(chosen)
+        assert 0 <= rec["server_acc"] <= 1
+        seen |= set(chosen)
+    assert late, "the sampled rounds must contain a device joining after round 1"
+
+
+def test_engine_full_exchange_sends_every_synapse_both_ways(tmp_path) -> None:
+    _, sim, records = _engine_run(tmp_path, "data.num_clients=2", "train.rounds=2")
+    alg = sim.fed.algorithm
+    full = exchange_bytes(alg.n_ff, alg.n_ff, n_dense_values(alg.snn))
+    assert not alg.partial
+    assert [(r["bytes_up"], r["bytes_down"]) for r in records] == [(2 * full[0], 2 * full[1])] * 2
+
+
+def test_registry_params_and_model_errors_name_the_fix(tmp_path) -> None:
+    from spikefed.config import load_config
+    from spikefed.experiment import build_federation
+    from spikefed.fl.registry import build_algorithm
+    from spikefed.sim import Simulation
+
+    with pytest.raises(ValueError, match="comm_rate"):
+        build_algorithm("flsnn", {"comm_rate": 1.5})
+    with pytest.raises(ValueError, match="instead of comm_rate"):
+        build_algorithm("flsnn", {"comm_rate": 0.5, "k": 10})
+    with pytest.raises(ValueError, match="model.name=glm"):
+        Simulation(load_config(overrides=["algorithm.name=flsnn"]), tmp_path)
+    with pytest.raises(ValueError, match="delta_s=3 must divide model.T=10"):
+        Simulation(load_config(overrides=[*ENGINE, "algorithm.params.delta_s=3"]), tmp_path)
+    with pytest.raises(ValueError, match="event set"):
+        build_federation(load_config(overrides=["model.name=glm"])).model_fn()
+
+
+def test_client_without_server_binds_its_network_from_the_model(data) -> None:
+    """A Flower node's algorithm never sees init_server: it takes the GLM network from
+    ctx.model_fn, and trains to the same upload as the server-side instance."""
+    from spikefed.fl.registry import build_algorithm
+
+    train, _ = data
+    snn = _tiny_snn()
+    model = GLMNet.of_network(snn, torch.Generator().manual_seed(0))
+    server_side = build_algorithm("flsnn", {"tau": 2, "k": 7})
+    _, broadcast = server_side.init_server(model)
+    node_side = build_algorithm("flsnn", {"tau": 2, "k": 7})
+    assert node_side.snn is None
+    cd = ClientData(train.x[:4], train.y[:4])
+    ctx = TrainContext(model_fn=lambda: GLMNet.of_network(snn))
+    a, _, _ = server_side.client_update(1, broadcast, {}, cd, ctx)
+    b, _, _ = node_side.client_update(1, broadcast, {}, cd, ctx)
+    assert node_side.snn is snn and len(b.tensors["ff_index"]) == 7
+    assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)

@@ -9,14 +9,14 @@ import pytest
 import torch
 import torch.fx
 
-from spikefed.models import available_models, build_model
+from spikefed.models import build_model, zoo_models
 from spikefed.models.fx import spiking_trace
 from spikefed.snn.neurons import SpikingNeuron
 
 SHAPES = {"mlp": (1, 28, 28), "lenet5": (1, 28, 28)}
 
 
-@pytest.mark.parametrize("name", available_models())
+@pytest.mark.parametrize("name", zoo_models())
 @pytest.mark.parametrize("spiking,order,encoder", [
     (False, "step", "direct"), (True, "step", "direct"), (True, "layer", "rate"),
     (True, "step", "latency")])

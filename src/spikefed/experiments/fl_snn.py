@@ -17,15 +17,8 @@ import numpy as np
 import torch
 
 from spikefed.data.events import load_nmnist_subset, nmnist_frames
-from spikefed.fl.flsnn import (
-    FLHistory,
-    RunSetting,
-    exchange_bytes,
-    k_for_rate,
-    n_dense_values,
-    n_ff_values,
-    run_federated,
-)
+from spikefed.fl.flsnn import exchange_bytes, k_for_rate, n_dense_values, n_ff_values
+from spikefed.fl.flsnn_batched import FLHistory, RunSetting, run_federated
 from spikefed.report.tables import rows_markdown, write_rows_csv
 from spikefed.snn.glm import GLMSNN, LearningRule, Topology
 

@@ -118,6 +118,14 @@ class Algorithm(ABC):
     ) -> tuple[dict[str, Any], Tensors]:
         """Combine the uploads; return (new server state, next broadcast)."""
 
+    def downlink(self, server_state: dict[str, Any], broadcast: Tensors, client_id: int
+                 ) -> Tensors:
+        """What the server sends client `client_id` this round (default: the broadcast).
+
+        Engines send and count (`bytes_down`) exactly this; an algorithm that personalises
+        the downlink (FL-SNN's partial exchange) returns a smaller payload per client."""
+        return broadcast
+
     def server_model_state(self, server_state: dict[str, Any]) -> Tensors | None:
         """The state_dict the server model is evaluated with (default: `server_state['params']`).
 

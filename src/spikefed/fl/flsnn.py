@@ -11,14 +11,15 @@ kernel coefficients ranked by the magnitude of the updates accumulated since its
 server averages each coefficient over the devices that sent it, and each device replaces only the
 coefficients it sent; everything else stays local.
 
-Two entry points share the same local learner: :func:`run_federated`, a batched engine that runs
-many (setting, trial, device) models as one tensor computation, and :class:`FLSNN`, the
-``Algorithm`` contract of :mod:`spikefed.fl.base` for the generic engines.
+This module holds the one implementation of the exchange (:func:`top_k_sent`,
+:func:`coefficient_mean` / :func:`partial_average`, :func:`exchange_bytes`), the local learner
+and :class:`FLSNN`, the registered ``Algorithm`` the generic engines (``sim``, Flower) drive.
+The batched reproduction (:mod:`spikefed.fl.flsnn_batched`) runs many models as one tensor
+computation with the same learner and exchange functions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,14 +63,34 @@ def select_top_k(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return torch.zeros(scores.shape, dtype=torch.bool).scatter(1, top, rank_ok)
 
 
-def partial_average(values: torch.Tensor, sent: torch.Tensor) -> torch.Tensor:
-    """Average each coefficient over the devices that sent it; unsent ones stay local.
+def top_k_sent(score: torch.Tensor, valid: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """What each device sends: its ``k[row]`` largest ``score`` among ``valid`` coefficients.
 
-    ``values`` and ``sent`` are ``[R, D, M]`` (runs x devices x coefficients).
+    ``score`` ``[B, M]`` (accumulated update magnitudes), ``valid`` ``[1, M]`` (existing
+    synapses), ``k`` ``[B]``; returns the ``[B, M]`` boolean mask of sent coefficients.
+    """
+    ranked = torch.where(valid, score, torch.full_like(score, -1.0))
+    return select_top_k(ranked, k) & valid
+
+
+def coefficient_mean(values: torch.Tensor, sent: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of each coefficient over the devices that sent it, and how many sent it.
+
+    ``values`` and ``sent`` are ``[R, D, M]`` (runs x devices x coefficients); returns
+    ``[R, 1, M]`` means (0 where nobody sent) and counts.
     """
     w = sent.to(values.dtype)
     count = w.sum(1, keepdim=True)
-    mean = (values * w).sum(1, keepdim=True) / count.clamp(min=1)
+    return (values * w).sum(1, keepdim=True) / count.clamp(min=1), count
+
+
+def partial_average(values: torch.Tensor, sent: torch.Tensor) -> torch.Tensor:
+    """Each device's coefficients after an exchange: the mean where it sent, its own elsewhere.
+
+    ``values`` and ``sent`` are ``[R, D, M]`` (runs x devices x coefficients).
+    """
+    mean, _ = coefficient_mean(values, sent)
     return torch.where(sent, mean.expand_as(values), values)
 
 
@@ -82,6 +103,18 @@ def n_dense_values(snn: GLMSNN) -> int:
 def n_ff_values(snn: GLMSNN) -> int:
     """Feed-forward kernel coefficients of one model on existing synapses."""
     return int(snn.topology.mask.sum()) * snn.n_basis_ff
+
+
+def valid_coefficients(snn: GLMSNN) -> torch.Tensor:
+    """``[1, M]`` mask of the flat feed-forward tensor's entries that are real synapses."""
+    return snn.mask.expand(1, *snn.param_shapes()["ff"]).reshape(1, -1).bool()
+
+
+def stream_order(n_pool: int, n_examples: int, generator: torch.Generator) -> torch.Tensor:
+    """``n_examples`` pool indices: concatenated random permutations (each example ~equally)."""
+    reps = -(-n_examples // n_pool)
+    perms = [torch.randperm(n_pool, generator=generator) for _ in range(reps)]
+    return torch.cat(perms)[:n_examples]
 
 
 def k_for_rate(snn: GLMSNN, comm_rate: float) -> int:
@@ -159,244 +192,182 @@ class _State:
     history: torch.Tensor
 
 
-@dataclass(frozen=True)
-class RunSetting:
-    """One federated run of the batched engine: ``tau=None`` means never communicate."""
-
-    tau: int | None
-    comm_rate: float = 1.0
-    trial: int = 0
-
-    def __post_init__(self) -> None:
-        if self.tau is not None and self.tau < 1:
-            raise ValueError(f"tau={self.tau} must be >= 1 (or None for separate training)")
-        if not 0 < self.comm_rate <= 1:
-            raise ValueError(f"comm_rate={self.comm_rate} must lie in (0, 1]")
+def spike_frames(x: torch.Tensor) -> torch.Tensor:
+    """Binary spike input ``[n, S', N_in]`` (uint8) from frames ``[n, S', ...]`` (> 0: spike)."""
+    return (x.reshape(x.shape[0], x.shape[1], -1) > 0).to(torch.uint8)
 
 
-@dataclass
-class FLHistory:
-    """Per-evaluation metrics of every (run, device) model, and exact communication counts."""
-
-    settings: list[RunSetting]
-    n_devices: int
-    iterations: list[int] = field(default_factory=list)      # global iteration t of each eval
-    loss: list[torch.Tensor] = field(default_factory=list)    # each [R, D]
-    accuracy: list[torch.Tensor] = field(default_factory=list)
-    bytes_up: torch.Tensor | None = None                      # [R, D] totals
-    bytes_down: torch.Tensor | None = None
-    rounds: torch.Tensor | None = None                        # [R] communication rounds
-    sent_per_round: list[tuple[int, torch.Tensor]] = field(default_factory=list)
-
-    def loss_tensor(self) -> torch.Tensor:
-        """``[evals, R, D]``."""
-        return torch.stack(self.loss)
-
-    def accuracy_tensor(self) -> torch.Tensor:
-        """``[evals, R, D]``."""
-        return torch.stack(self.accuracy)
-
-
-def stream_order(n_pool: int, n_examples: int, generator: torch.Generator) -> torch.Tensor:
-    """``n_examples`` pool indices: concatenated random permutations (each example ~equally)."""
-    reps = -(-n_examples // n_pool)
-    perms = [torch.randperm(n_pool, generator=generator) for _ in range(reps)]
-    return torch.cat(perms)[:n_examples]
-
-
-def run_federated(snn: GLMSNN, rule: LearningRule,
-                  devices: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                  test: tuple[torch.Tensor, torch.Tensor], settings: Sequence[RunSetting], *,
-                  n_examples: int, n_evals: int = 20, seed: int = 0, init_scale: float = 0.5,
-                  progress: Callable[[int, int], None] | None = None) -> FLHistory:
-    """Train every ``settings`` run on ``devices`` (one ``(x, y)`` pool each) as one batch.
-
-    Runs of the same trial share the initial parameters and every device's example order, so
-    settings are compared on common randomness. Models are evaluated ``n_evals`` times, evenly
-    over the ``T`` global iterations; ``progress(done, total)`` is called every iteration.
-    """
-    settings = list(settings)
-    n_dev, n_runs = len(devices), len(settings)
-    if n_dev < 1 or n_runs < 1:
-        raise ValueError("need at least one device and one run setting")
-    sizes = [len(y) for _, y in devices]
-    starts = torch.tensor([0, *sizes]).cumsum(0)[:-1]
-    pool_x = torch.cat([x for x, _ in devices])
-    pool_y = torch.cat([y for _, y in devices])
-    trials = sorted({s.trial for s in settings})
-    init, orders = {}, {}
-    for tr in trials:
-        g = torch.Generator().manual_seed(seed * 1000 + tr)
-        init[tr] = snn.init_params(1, g, scale=init_scale)
-        orders[tr] = torch.stack([stream_order(sizes[d], n_examples, g) + starts[d]
-                                  for d in range(n_dev)])
-    params = {k: torch.cat([init[s.trial][k].expand(n_dev, *init[s.trial][k].shape[1:])
-                            for s in settings]).clone() for k in init[trials[0]]}
-    order = torch.cat([orders[s.trial] for s in settings])
-    gen = torch.Generator().manual_seed(seed * 1000 + 999)
-    learner = LocalLearner(snn, rule, pool_x, pool_y, order, gen)
-    total = learner.total_iterations
-    eval_at = sorted({round(total * (i + 1) / n_evals) for i in range(n_evals)})
-    hist = FLHistory(settings, n_dev)
-    hist.bytes_up = torch.zeros(n_runs, n_dev, dtype=torch.int64)
-    hist.bytes_down = torch.zeros_like(hist.bytes_up)
-    hist.rounds = torch.zeros(n_runs, dtype=torch.int64)
-    n_ff, n_dense = n_ff_values(snn), n_dense_values(snn)
-    k_run = torch.tensor([k_for_rate(snn, s.comm_rate) for s in settings])
-    valid = snn.mask.expand_as(params["ff"][:1]).reshape(1, -1).bool()
-
-    def record(t: int) -> None:
-        ev = snn.evaluate(params, test[0], test[1], gen)
-        hist.iterations.append(t)
-        hist.loss.append(ev.loss.reshape(n_runs, n_dev))
-        hist.accuracy.append(ev.accuracy.reshape(n_runs, n_dev))
-
-    for t in range(total):
-        learner.step(params)
-        comm = torch.tensor([s.tau is not None and (t + 1) % s.tau == 0 for s in settings])
-        if comm.any():
-            sent = _communicate(params, learner, comm, k_run, valid, n_dev)
-            counts = sent.sum(-1)                                   # [R, D] coefficients sent
-            hist.sent_per_round.append((t + 1, counts))
-            for r in comm.nonzero().flatten().tolist():
-                for d in range(n_dev):
-                    up, down = exchange_bytes(int(counts[r, d]), n_ff, n_dense)
-                    hist.bytes_up[r, d] += up
-                    hist.bytes_down[r, d] += down
-                hist.rounds[r] += 1
-        if t + 1 in eval_at:
-            record(t + 1)
-        if progress is not None:
-            progress(t + 1, total)
-    return hist
-
-
-def _communicate(params: Params, learner: LocalLearner, comm: torch.Tensor, k_run: torch.Tensor,
-                 valid: torch.Tensor, n_dev: int) -> torch.Tensor:
-    """One exchange for the runs flagged in ``comm`` (in place); returns the sent mask."""
-    n_runs = comm.shape[0]
-    for name in ("fb", "bias"):
-        v = params[name].view(n_runs, n_dev, -1)
-        mean = v.mean(1, keepdim=True).expand_as(v)
-        v.copy_(torch.where(comm[:, None, None], mean, v))
-    ff = params["ff"].view(n_runs, n_dev, -1)
-    sent = torch.zeros(ff.shape, dtype=torch.bool)
-    full = comm & (k_run >= int(valid.sum()))
-    sent[full] = valid
-    part = (comm & ~full).nonzero().flatten()
-    if len(part):
-        score = learner.score.view(n_runs, n_dev, -1)[part].reshape(len(part) * n_dev, -1)
-        ranked = torch.where(valid, score, torch.full_like(score, -1.0))
-        chosen = select_top_k(ranked, k_run[part].repeat_interleave(n_dev)) & valid
-        sent[part] = chosen.view(len(part), n_dev, -1)
-    ff.copy_(partial_average(ff, sent))
-    learner.score.view(n_runs, n_dev, -1).masked_fill_(sent, 0.0)   # unsent keep accumulating
-    return sent
-
-
-class GLMModule(nn.Module):
-    """One GLM network's parameters as a module (for the ``Algorithm`` contract)."""
-
-    def __init__(self, snn: GLMSNN, generator: torch.Generator | None = None,
-                 init_scale: float = 0.5) -> None:
-        super().__init__()
-        p = snn.init_params(1, generator, scale=init_scale)
-        for name, value in p.items():
-            self.register_buffer(name, value[0].clone())
+def network_of(model: nn.Module) -> GLMSNN:
+    """The GLM network a model carries (``model.name: glm``); a clear error for any other."""
+    snn = getattr(model, "snn", None)
+    if not isinstance(snn, GLMSNN):
+        raise ValueError(f"algorithm.name=flsnn trains GLM spiking networks, but the model is a "
+                         f"{type(model).__name__}; set model.name=glm")
+    return snn
 
 
 class FLSNN(Algorithm):
-    """FL-SNN through the generic contract: ``client_update`` = ``tau`` local global-iterations.
+    """FL-SNN through the generic contract: ``client_update`` = ``tau`` global iterations.
 
-    ``ClientData.x`` is ``[n, S', N_in]`` binary spike frames, ``y`` the labels. Client state keeps
-    the local parameters, the learner's stream position, baseline and accumulated update
-    magnitudes, and the indices last sent (never uploaded).
+    ``ClientData.x`` is ``[n, S', ...]`` spike frames (flattened to ``N_in`` inputs; any value
+    > 0 is a spike), ``y`` the labels. Client state keeps the local parameters, the learner's
+    stream position, generator, baseline, accumulated update magnitudes and the indices last
+    sent (never uploaded). Payloads carry only real synapses: ``ff_values`` (all ``n_ff`` in
+    full exchange; the top ``K`` plus ``ff_index`` in partial exchange), ``fb`` and ``bias``.
+    The downlink (:meth:`downlink`) is the full model to a device the server has no record of,
+    and in partial exchange the current mean of the ``K`` coefficients a known device last sent.
     """
 
     name = "flsnn"
 
-    def __init__(self, snn: GLMSNN, rule: LearningRule, *, tau: int, comm_rate: float = 1.0,
-                 n_examples: int = 100) -> None:
+    def __init__(self, snn: GLMSNN | None, rule: LearningRule, *, tau: int,
+                 comm_rate: float = 1.0, k: int | None = None,
+                 n_examples: int | None = None) -> None:
+        if k is not None and (k < 1 or comm_rate != 1.0):
+            raise ValueError(f"k={k} must be >= 1 and comes instead of comm_rate={comm_rate} "
+                             "(leave comm_rate at 1)")
         if tau < 1:
             raise ValueError(f"tau={tau} must be >= 1")
-        self.snn, self.rule, self.tau = snn, rule, tau
-        self.k = k_for_rate(snn, comm_rate)
+        if not 0 < comm_rate <= 1:
+            raise ValueError(f"comm_rate={comm_rate} must lie in (0, 1]")
+        if n_examples is not None and n_examples < 1:
+            raise ValueError(f"n_examples={n_examples} must be >= 1 (or None: the local set)")
+        self.rule, self.tau, self.comm_rate, self.n_examples = rule, tau, comm_rate, n_examples
+        self.fixed_k = k
+        self.snn: GLMSNN | None = None
+        if snn is not None:
+            self._bind(snn)
+
+    def _bind(self, snn: GLMSNN) -> None:
+        self.snn = snn
         self.n_ff = n_ff_values(snn)
+        self.k = (k_for_rate(snn, self.comm_rate) if self.fixed_k is None
+                  else min(self.fixed_k, self.n_ff))
         self.partial = self.k < self.n_ff
-        self.n_examples = n_examples
+        self.valid = valid_coefficients(snn)
+        self.valid_index = self.valid[0].nonzero().flatten()
+
+    def _network(self, ctx: TrainContext) -> GLMSNN:
+        if self.snn is None:
+            with torch.random.fork_rng(devices=[]):  # building a model must not move the RNG
+                self._bind(network_of(ctx.model_fn()))
+        assert self.snn is not None
+        return self.snn
+
+    def _attach(self, model: nn.Module) -> None:
+        """Bind the model's GLM network; its step count must be a multiple of ``delta_s``."""
+        self._bind(network_of(model))
+        steps = getattr(model, "T", None)
+        if isinstance(steps, int) and steps % self.rule.delta_s:
+            raise ValueError(f"algorithm.params.delta_s={self.rule.delta_s} must divide "
+                             f"model.T={steps} (updates align with examples)")
 
     def init_server(self, model: nn.Module) -> tuple[dict[str, Any], Tensors]:
+        self._attach(model)
         params = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        return {"params": params}, {k: v.clone() for k, v in params.items()}
+        return {"params": params, "last_sent": {}}, self._full_broadcast(params)
+
+    def _full_broadcast(self, params: Tensors) -> Tensors:
+        return {"ff_values": params["ff"].reshape(-1)[self.valid_index].to(VALUE_DTYPE),
+                "fb": params["fb"].clone(), "bias": params["bias"].clone()}
+
+    def upload_keys(self, model: nn.Module) -> set[str]:
+        self._attach(model)
+        return {"ff_values", "fb", "bias", *(["ff_index"] if self.partial else [])}
+
+    def downlink(self, server_state: dict[str, Any], broadcast: Tensors, client_id: int
+                 ) -> Tensors:
+        """Full model to a device without a record; else the means of what it last sent."""
+        idx = server_state.get("last_sent", {}).get(client_id)
+        if idx is None:
+            return broadcast
+        flat = server_state["params"]["ff"].reshape(-1)
+        return {"ff_values": flat[idx].to(VALUE_DTYPE), "fb": broadcast["fb"],
+                "bias": broadcast["bias"]}
+
+    def _receive(self, broadcast: Tensors, state: dict[str, Any]) -> Params:
+        """The local parameters after applying a downlink."""
+        assert self.snn is not None
+        values = broadcast["ff_values"]
+        if "params" in state:
+            params = {k: v.clone() for k, v in state["params"].items()}
+        else:
+            params = {k: torch.zeros((1, *s), dtype=self.snn.dtype)
+                      for k, s in self.snn.param_shapes().items()}
+        if len(values) == self.n_ff:
+            params["ff"].view(-1)[self.valid_index] = values.to(self.snn.dtype)
+        elif "sent_index" in state and len(values) == len(state["sent_index"]):
+            params["ff"].view(-1)[state["sent_index"]] = values.to(self.snn.dtype)
+        else:
+            raise ValueError(f"downlink carries {len(values)} feed-forward values; a device "
+                             f"expects all {self.n_ff} or the {self.k} it last sent")
+        params["fb"][0], params["bias"][0] = broadcast["fb"], broadcast["bias"]
+        return params
 
     def client_update(self, client_id: int, broadcast: Tensors, client_state: dict[str, Any],
                       data: ClientData, ctx: TrainContext
                       ) -> tuple[Upload, dict[str, Any], dict[str, float]]:
-        cid = client_id
-        if "params" not in client_state:
-            params = {k: broadcast[k].clone()[None] for k in ("ff", "fb", "bias")}
-        else:
-            params = {k: v.clone() for k, v in client_state["params"].items()}
-            params["fb"][0], params["bias"][0] = broadcast["fb"], broadcast["bias"]
-            if "ff" in broadcast:
-                params["ff"][0] = broadcast["ff"]
-            else:
-                idx = client_state["sent_index"]
-                params["ff"].view(-1)[idx] = broadcast["ff_mean"][idx]
-        learner = self._learner(client_state, data, ctx.seed * 7919 + cid)
+        snn = self._network(ctx)
+        x = spike_frames(data.x)
+        if x.shape[-1] != snn.topology.n_input:
+            raise ValueError(f"client {client_id}'s frames have {x.shape[-1]} inputs per step; "
+                             f"the GLM network has {snn.topology.n_input}")
+        params = self._receive(broadcast, client_state)
+        learner = self._learner(client_state, x, data.y, ctx.seed * 7919 + client_id)
         for _ in range(self.tau):
             learner.step(params)
-        ff = params["ff"][0].reshape(-1)
+        ff = params["ff"].reshape(-1)
         tensors: Tensors = {"fb": params["fb"][0].clone(), "bias": params["bias"][0].clone()}
         new_state: dict[str, Any] = {"params": params, "t": learner.t, "order": learner.order,
                                      "baseline": learner.baseline, "history": learner.history,
                                      "rng": learner.generator.get_state()}
+        score = learner.score.reshape(1, -1)
         if self.partial:
-            valid = self.snn.mask.expand_as(params["ff"]).reshape(1, -1).bool()
-            ranked = torch.where(valid, learner.score.reshape(1, -1), torch.tensor(-1.0))
-            sent = (select_top_k(ranked, torch.tensor([self.k])) & valid)[0]
+            sent = top_k_sent(score, self.valid, torch.tensor([self.k]))[0]
             idx = sent.nonzero().flatten()
-            tensors["ff_values"] = ff[idx].to(VALUE_DTYPE)
             tensors["ff_index"] = idx.to(index_dtype(self.n_ff))
             new_state["sent_index"] = idx
-            new_state["score"] = learner.score.reshape(-1).index_fill(0, idx, 0.0).view_as(
-                learner.score)
         else:
-            tensors["ff"] = params["ff"][0].clone()
-            new_state["score"] = learner.score
-        upload = Upload(cid, tensors, len(data), {"baseline": float(learner.baseline[0])})
+            idx = self.valid_index
+        tensors["ff_values"] = ff[idx].to(VALUE_DTYPE)
+        new_state["score"] = score.index_fill(1, idx, 0.0).view_as(learner.score)
+        upload = Upload(client_id, tensors, len(data), {"baseline": float(learner.baseline[0])})
         return upload, new_state, {"iterations": float(learner.t)}
 
-    def _learner(self, state: dict[str, Any], data: ClientData, seed: int) -> LocalLearner:
+    def _learner(self, state: dict[str, Any], x: torch.Tensor, y: torch.Tensor,
+                 seed: int) -> LocalLearner:
+        assert self.snn is not None
         gen = torch.Generator().manual_seed(seed)
         if "order" not in state:
-            order = stream_order(len(data), self.n_examples, gen)[None]
-            return LocalLearner(self.snn, self.rule, data.x, data.y, order, gen)
+            order = stream_order(len(y), self.n_examples or len(y), gen)[None]
+            return LocalLearner(self.snn, self.rule, x, y, order, gen)
         gen.set_state(state["rng"])
-        learner = LocalLearner(self.snn, self.rule, data.x, data.y, state["order"], gen,
-                               t=state["t"], baseline=state["baseline"], score=state["score"],
-                               history=state["history"])
-        return learner
+        return LocalLearner(self.snn, self.rule, x, y, state["order"], gen, t=state["t"],
+                            baseline=state["baseline"], score=state["score"],
+                            history=state["history"])
 
     def aggregate(self, server_state: dict[str, Any], uploads: list[Upload]
                   ) -> tuple[dict[str, Any], Tensors]:
         if not uploads:
             raise ValueError("aggregate got no uploads")
         prev = server_state["params"]
-        params = {k: torch.stack([u.tensors[k] for u in uploads]).mean(0) for k in ("fb", "bias")}
-        if self.partial:
-            total = torch.zeros(prev["ff"].numel(), dtype=VALUE_DTYPE)
-            count = torch.zeros_like(total)
-            for u in uploads:
-                idx = u.tensors["ff_index"].long()
-                total.index_add_(0, idx, u.tensors["ff_values"])
-                count.index_add_(0, idx, torch.ones_like(u.tensors["ff_values"]))
-            flat = prev["ff"].reshape(-1).clone()
-            got = count > 0
-            flat[got] = total[got] / count[got]
-            params["ff"] = flat.view_as(prev["ff"])
-            broadcast = {"ff_mean": flat, "fb": params["fb"], "bias": params["bias"]}
-        else:
-            params["ff"] = torch.stack([u.tensors["ff"] for u in uploads]).mean(0)
-            broadcast = dict(params)
-        return {"params": params}, broadcast
+        flat_prev = prev["ff"].reshape(-1)
+        values = torch.zeros((1, len(uploads), flat_prev.numel()), dtype=flat_prev.dtype)
+        sent = torch.zeros(values.shape, dtype=torch.bool)
+        last_sent = dict(server_state.get("last_sent", {}))
+        for i, u in enumerate(uploads):
+            idx = u.tensors["ff_index"].long() if self.partial else self.valid_index
+            values[0, i, idx] = u.tensors["ff_values"].to(values.dtype)
+            sent[0, i, idx] = True
+            if self.partial:
+                last_sent[u.client_id] = idx
+        mean, count = coefficient_mean(values, sent)
+        flat = torch.where(count[0, 0] > 0, mean[0, 0], flat_prev)
+        params = {"ff": flat.view_as(prev["ff"]),
+                  **{k: torch.stack([u.tensors[k] for u in uploads]).mean(0)
+                     for k in ("fb", "bias")}}
+        return {"params": params, "last_sent": last_sent}, self._full_broadcast(params)
+
+    def client_model_state(self, upload: Upload, client_state: dict[str, Any]) -> Tensors | None:
+        """A device's local model is its own parameters (the upload is only part of them)."""
+        return {k: v[0] for k, v in client_state["params"].items()}

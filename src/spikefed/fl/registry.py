@@ -11,10 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from spikefed.fl.base import Algorithm
 from spikefed.fl.fedavg import FedAvg
 from spikefed.fl.fedprox import FedProx
+from spikefed.fl.flsnn import FLSNN
 from spikefed.fl.moon import Moon, MoonParams
 from spikefed.fl.scaffold import Scaffold, ScaffoldParams
 from spikefed.fl.snfl import SFedProxParams, SMoonParams, SnflParams, s_fedavg, s_fedprox, s_moon
 from spikefed.fl.solo import Solo
+from spikefed.snn.glm import LearningRule
 from spikefed.strict_numbers import number_problems
 
 
@@ -27,6 +29,32 @@ class NoParams(BaseModel):
 class FedProxParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     mu: float = Field(0.01, ge=0, description="weight of the proximal term mu/2 ||w - w_t||^2")
+
+
+class FLSNNParams(BaseModel):
+    """FL-SNN: exchange period and size, and the GLM network's local learning rule."""
+
+    model_config = ConfigDict(extra="forbid")
+    tau: int = Field(4, ge=1, description="global iterations (local updates) per round")
+    comm_rate: float = Field(1.0, gt=0, le=1, description="fraction of feed-forward "
+                             "coefficients uploaded per round (1 = full exchange)")
+    k: int | None = Field(None, ge=1, description="feed-forward coefficients uploaded per "
+                          "round, instead of comm_rate")
+    lr: float = Field(0.01, ge=0, description="learning rate of the three-factor rule")
+    delta_s: int = Field(5, ge=1, description="local steps per update (must divide model.T)")
+    kl_weight: float = Field(1.0, ge=0, description="weight of the hidden-rate KL term")
+    target_rate: float = Field(0.2, gt=0, lt=1, description="target hidden firing rate")
+    baseline_decay: float = Field(0.9, ge=0, lt=1, description="learning-signal baseline decay")
+    n_examples: int | None = Field(None, ge=1, description="length of each device's example "
+                                   "stream before it repeats (default: its local set size)")
+
+
+def flsnn(tau: int, comm_rate: float, k: int | None, lr: float, delta_s: int, kl_weight: float,
+          target_rate: float, baseline_decay: float, n_examples: int | None) -> FLSNN:
+    """FL-SNN from validated parameters; the GLM network comes from the model (model.name=glm)."""
+    rule = LearningRule(lr=lr, delta_s=delta_s, kl_weight=kl_weight, target_rate=target_rate,
+                        baseline_decay=baseline_decay)
+    return FLSNN(None, rule, tau=tau, comm_rate=comm_rate, k=k, n_examples=n_examples)
 
 
 @dataclass(frozen=True)
@@ -84,3 +112,6 @@ register_algorithm("scaffold", Scaffold, ScaffoldParams,
 register_algorithm("s-fedavg", s_fedavg, SnflParams, "SNFL over FedAvg: ANN clients, SNN server")
 register_algorithm("s-fedprox", s_fedprox, SFedProxParams, "SNFL over FedProx")
 register_algorithm("s-moon", s_moon, SMoonParams, "SNFL over MOON")
+register_algorithm("flsnn", flsnn, FLSNNParams,
+                   "FL-SNN: GLM spiking networks, full or top-k partial exchange every tau "
+                   "updates (model.name=glm)")

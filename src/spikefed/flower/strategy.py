@@ -84,11 +84,15 @@ class SpikefedStrategy(Strategy):
         chosen, stragglers = sample_clients(len(self.fed.clients), self.cfg, server_round)
         self._chosen = (chosen, stragglers)
         communicates = self.fed.algorithm.communicates
-        self._bytes_down = payload_bytes(self.broadcast) * len(chosen) if communicates else 0
+        alg = self.fed.algorithm
+        downlinks = {cid: alg.downlink(self.server_state, self.broadcast, cid) for cid in chosen}
+        self._bytes_down = (sum(payload_bytes(d) for d in downlinks.values())
+                            if communicates else 0)
         self._sent = [cid for cid in chosen if cid not in stragglers]
         messages = []
         for cid in self._sent:
-            messages.append(Message(train_content(arrays, server_round, cid),
+            sent = arrays if downlinks[cid] is self.broadcast else to_record(downlinks[cid])
+            messages.append(Message(train_content(sent, server_round, cid),
                                     dst_node_id=self.nodes[cid],
                                     message_type=MessageType.TRAIN, group_id=str(server_round)))
         return messages

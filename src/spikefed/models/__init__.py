@@ -1,8 +1,14 @@
 """Model zoo: ANN and SNN classifiers with matching parameter names, and a registry."""
 
-from spikefed.models import conv, lenet_dlg, mlp, resnet  # noqa: F401  (register the models)
+from spikefed.models import conv, glm, lenet_dlg, mlp, resnet  # noqa: F401  (register the models)
 from spikefed.models.base import ZooModel, activation_modules
-from spikefed.models.registry import MODELS, available_models, build_model, register_model
+from spikefed.models.registry import (
+    MODELS,
+    available_models,
+    build_model,
+    register_model,
+    zoo_models,
+)
 
 __all__ = [
     "MODELS",
@@ -11,4 +17,5 @@ __all__ = [
     "available_models",
     "build_model",
     "register_model",
+    "zoo_models",
 ]

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from torch import nn
+
 from spikefed.models.base import ZooModel
 
-MODELS: dict[str, type[ZooModel]] = {}
+MODELS: dict[str, type[nn.Module]] = {}
 
 
 def register_model(name: str):
-    """Class decorator adding a :class:`ZooModel` subclass to ``MODELS`` under ``name``."""
+    """Class decorator adding a model class to ``MODELS`` under ``name`` (a :class:`ZooModel`,
+    or any module built with ``build_model``'s keywords, like the GLM network ``glm``)."""
 
-    def deco(cls: type[ZooModel]) -> type[ZooModel]:
+    def deco(cls: type[nn.Module]) -> type[nn.Module]:
         if name in MODELS:
             raise ValueError(f"model name={name!r} is already registered")
         MODELS[name] = cls
@@ -24,6 +27,11 @@ def register_model(name: str):
 def available_models() -> list[str]:
     """Registered model names, sorted."""
     return sorted(MODELS)
+
+
+def zoo_models() -> list[str]:
+    """Names of the zoo's ANN/SNN twins (:class:`ZooModel` subclasses), sorted."""
+    return sorted(n for n, cls in MODELS.items() if issubclass(cls, ZooModel))
 
 
 def build_model(
@@ -38,7 +46,7 @@ def build_model(
     norm: str = "bn",
     order: str = "step",
     **kwargs: Any,
-) -> ZooModel:
+) -> nn.Module:
     """Build model ``name`` as ANN (``spiking=False``) or SNN; ``kwargs`` are model options
     (e.g. ``hidden=(512,)`` for ``mlp``, ``widths`` for ``vgg-small``)."""
     if name not in MODELS:

@@ -128,8 +128,10 @@ class Simulation:
         chosen, stragglers = sample_clients(len(self.fed.clients), self.cfg, r)
         ctx = self.fed.train_context(r)
         active = [cid for cid in chosen if cid not in stragglers]
+        downlinks = {cid: alg.downlink(state.server_state, state.broadcast, cid)
+                     for cid in chosen}
         uploads, new_states, rejected, clipped = self._train_clients(state, active, ctx,
-                                                                     progress)
+                                                                     progress, downlinks)
         uploads = screen_losses(r, uploads, new_states, rejected, self.cfg.train.divergence,
                                 loss_limit(len(self.fed.classes), self.cfg.train.divergence_factor))
         for bad in rejected:
@@ -139,7 +141,8 @@ class Simulation:
                         clip.client, clip.norm, clip.bound)
         require_quorum(r, len(uploads), self.cfg.train.min_clients, rejected)
         state.client_states.update(new_states)
-        bytes_down = payload_bytes(state.broadcast) * len(chosen) if alg.communicates else 0
+        bytes_down = (sum(payload_bytes(d) for d in downlinks.values())
+                      if alg.communicates else 0)
         bytes_up = sum(u.nbytes for u in uploads)
         aggregated = len(uploads) >= self.cfg.train.min_clients
         if aggregated:
@@ -163,7 +166,7 @@ class Simulation:
         return record
 
     def _train_clients(self, state: RunState, active: list[int], ctx: Any,
-                       progress: ProgressFn | None
+                       progress: ProgressFn | None, downlinks: dict[int, Tensors] | None = None
                        ) -> tuple[list[Upload], dict[int, dict[str, Any]], list[Rejection],
                                   list[Clip]]:
         """Run the clients' updates; isolate clients that raise and reject invalid uploads.
@@ -181,7 +184,7 @@ class Simulation:
         pending, mode = list(active), self.cfg.train.vectorize
         while pending:
             updates = client_updates(self.fed.algorithm, state.broadcast, state.client_states,
-                                     self.fed.clients, pending, ctx, mode)
+                                     self.fed.clients, pending, ctx, mode, downlinks)
             for done in itertools.count():
                 try:
                     cid, upload, new_state = next(updates)

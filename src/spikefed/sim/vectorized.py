@@ -107,14 +107,21 @@ def should_vectorize(mode: str, alg: Algorithm, model: nn.Module, ctx: TrainCont
 
 def client_updates(alg: Algorithm, broadcast: Tensors, client_states: Mapping[int, dict[str, Any]],
                    clients: Sequence[ClientData], active: Sequence[int], ctx: TrainContext,
-                   mode: str = "off") -> Iterator[tuple[int, Upload, dict[str, Any]]]:
+                   mode: str = "off", downlinks: Mapping[int, Tensors] | None = None
+                   ) -> Iterator[tuple[int, Upload, dict[str, Any]]]:
     """`(client_id, upload, new_client_state)` for every client in `active`, in order.
+
+    Client `cid` trains from `downlinks[cid]` when given (`Algorithm.downlink`), else from
+    `broadcast`; clients with personal downlinks train serially.
 
     Serial (`alg.client_update` one client at a time, lazily) or vectorised per `mode`
     (on CPU in groups of at most `CPU_GROUP` clients, on a GPU all at once). The mode is
     decided here, before any client trains: `on` when impossible raises `ValueError` from
     this call, not from the iterator, so client-failure handling cannot swallow it.
     """
+    if downlinks is not None and any(downlinks[c] is not broadcast for c in active):
+        return _serial_updates(alg, broadcast, client_states, clients, list(active), ctx,
+                               downlinks)
     model = None
     if mode != "off" and active:
         with torch.random.fork_rng(devices=[]):  # building a model must not move the RNG
@@ -128,10 +135,12 @@ def client_updates(alg: Algorithm, broadcast: Tensors, client_states: Mapping[in
 
 def _serial_updates(alg: Algorithm, broadcast: Tensors,
                     client_states: Mapping[int, dict[str, Any]], clients: Sequence[ClientData],
-                    active: list[int], ctx: TrainContext
+                    active: list[int], ctx: TrainContext,
+                    downlinks: Mapping[int, Tensors] | None = None
                     ) -> Iterator[tuple[int, Upload, dict[str, Any]]]:
     for cid in active:
-        upload, new_state, _ = alg.client_update(cid, broadcast, client_states[cid], clients[cid],
+        sent = broadcast if downlinks is None else downlinks[cid]
+        upload, new_state, _ = alg.client_update(cid, sent, client_states[cid], clients[cid],
                                                  ctx)
         yield cid, upload, new_state
 

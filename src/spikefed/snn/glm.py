@@ -296,6 +296,22 @@ class GLMSNN:
         acc = (pred == y[None]).to(self.dtype).mean(1)
         return Evaluation(loss, acc, pred)
 
+    def output_scores(self, params: Params, x: torch.Tensor,
+                      generator: torch.Generator | None) -> torch.Tensor:
+        """Free-running class scores ``[B, E, n_output]`` for examples ``x`` ``[E, T, N_in]``:
+        each output's spike count plus ``1e-3`` x its mean firing probability (the tie-break
+        of :meth:`evaluate`), so the argmax is the predicted class."""
+        t = self.topology
+        n_models, n_ex, steps = params["bias"].shape[0], x.shape[0], x.shape[1]
+        tr = self.input_traces(x)
+        u_in = torch.einsum("bpnk,etnk->betp", params["ff"][:, :, :t.n_input], tr)
+        w_rec = params["ff"][:, :, t.n_input:].reshape(n_models, t.n_learnable, -1)
+        flat = {"w_rec": w_rec, "fb": params["fb"], "bias": params["bias"]}
+        flat = {k: v.repeat_interleave(n_ex, 0) for k, v in flat.items()}
+        _, counts, prob = self._free_run(flat, u_in.reshape(n_models * n_ex, steps, -1), None,
+                                         generator)
+        return (counts + 1e-3 * prob / steps).reshape(n_models, n_ex, t.n_output)
+
     def _evaluate_chunk(self, params: Params, x: torch.Tensor, y: torch.Tensor,
                         generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         t = self.topology
