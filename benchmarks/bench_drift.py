@@ -27,9 +27,6 @@ SCHEDULES: dict[str, dict[str, Any]] = {
     "domain (rotation)": {"kind": "domain", "domain": "rotation", "tasks": 4,
                           "domain_strength": 180.0},
 }
-#: (consolidation, strengths) compared on every schedule; joint: all tasks at once
-METHODS: list[tuple[str, list[float]]] = [("none", [0.0]), ("ewc", [10.0, 100.0]),
-                                          ("proximal", [1.0, 10.0])]
 #: rotation spreads for the "does forgetting rise with drift" rows (no consolidation)
 DRIFT_LEVELS = [60.0]
 
@@ -76,13 +73,24 @@ def main() -> None:
     parser.add_argument("--rounds-per-task", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench_drift")
+    parser.add_argument("--ewc", type=float, nargs="*", default=[10.0, 100.0],
+                        help="EWC strengths lambda")
+    parser.add_argument("--proximal", type=float, nargs="*", default=[1.0, 10.0],
+                        help="proximal strengths lambda")
+    parser.add_argument("--schedules", nargs="*", default=list(SCHEDULES), choices=SCHEDULES)
+    parser.add_argument("--no-baselines", action="store_true",
+                        help="skip joint, no-consolidation and drift-strength runs")
     args = parser.parse_args()
+    methods = [("ewc", args.ewc), ("proximal", args.proximal)]
+    if not args.no_baselines:
+        methods.insert(0, ("none", [0.0]))
     rows = []
-    for sched, drift in SCHEDULES.items():
-        runs = [("joint", 0.0, {**drift, "joint": True})]
+    for sched in args.schedules:
+        drift = SCHEDULES[sched]
+        runs = [] if args.no_baselines else [("joint", 0.0, {**drift, "joint": True})]
         runs += [(method, lam, {**drift, "consolidation": method, "strength": lam})
-                 for method, lams in METHODS for lam in lams]
-        if drift["kind"] == "domain":
+                 for method, lams in methods for lam in lams]
+        if drift["kind"] == "domain" and not args.no_baselines:
             runs += [(f"none, rotation {level:g} deg", 0.0, {**drift, "domain_strength": level})
                      for level in DRIFT_LEVELS]
         for method, lam, section in runs:
