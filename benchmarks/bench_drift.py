@@ -21,6 +21,7 @@ import numpy as np
 
 from spikefed.config import validate_config
 from spikefed.sim import Simulation
+from spikefed.sim.validation import RoundFailedError
 
 SCHEDULES: dict[str, dict[str, Any]] = {
     "class-incremental": {"kind": "class_incremental", "classes_per_task": 2},
@@ -52,13 +53,18 @@ def run_one(args: argparse.Namespace, name: str, drift: dict[str, Any]) -> dict[
     cfg = validate_config(raw, name)
     out = Path(args.out) / name.replace(" ", "_").replace("(", "").replace(")", "")
     start = time.perf_counter()
-    Simulation(cfg, out).run(overwrite=True)
+    try:
+        Simulation(cfg, out).run(overwrite=True)
+    except RoundFailedError as exc:  # e.g. every upload of a round diverged
+        return {"avg": None, "forgetting": None, "mean_forgetting": None, "task_acc": [],
+                "wall_s": time.perf_counter() - start, "failed": str(exc).splitlines()[0]}
     records = [r for r in Simulation(cfg, out).metrics.records() if r.get("task_acc")]
     forgets = [r["forgetting"] for r in records if r.get("forgetting") is not None]
     last = records[-1]
     return {"avg": last["avg_task_acc"], "forgetting": last["forgetting"],
             "mean_forgetting": float(np.mean(forgets)) if forgets else None,
-            "task_acc": last["task_acc"], "wall_s": time.perf_counter() - start}
+            "task_acc": last["task_acc"], "wall_s": time.perf_counter() - start,
+            "rejected": sum(len(r["rejected"]) for r in records)}
 
 
 def fmt(value: float | None) -> str:
@@ -99,12 +105,13 @@ def main() -> None:
             print(f"{sched} | {method} | {lam:g} | avg {fmt(res['avg'])} | forgetting "
                   f"{fmt(res['forgetting'])} | {res['wall_s']:.0f} s", flush=True)
     print("\n| schedule | consolidation | lambda | final avg task acc | final forgetting "
-          "| mean forgetting | final task acc | wall s |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| mean forgetting | final task acc | rejected uploads | wall s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for sched, method, lam, res in rows:
-        accs = ", ".join(f"{a:.2f}" for a in res["task_acc"])
+        accs = res.get("failed") or ", ".join(f"{a:.2f}" for a in res["task_acc"])
         print(f"| {sched} | {method} | {lam:g} | {fmt(res['avg'])} | {fmt(res['forgetting'])} | "
-              f"{fmt(res['mean_forgetting'])} | {accs} | {res['wall_s']:.0f} |")
+              f"{fmt(res['mean_forgetting'])} | {accs} | {res.get('rejected', '-')} | "
+              f"{res['wall_s']:.0f} |")
 
 
 if __name__ == "__main__":
