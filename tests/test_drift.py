@@ -134,6 +134,7 @@ def test_forgetting_on_a_hand_made_accuracy_matrix() -> None:
     (["drift.consolidation=ewc", "train.vectorize=on"], "train.vectorize=off"),
     (["drift.consolidation=bogus"], "drift.consolidation"),
     (["drift.kind=domain", "drift.tasks=2", "data.dataset=nmnist-mini"], "drift.kind='domain'"),
+    (["drift.joint=true", "drift.consolidation=proximal"], "drift.joint=true"),
 ])
 def test_config_errors_name_the_field(overrides, needle) -> None:
     with pytest.raises(ConfigError, match=None) as err:
@@ -146,3 +147,15 @@ def test_too_many_class_tasks_and_flower_are_refused() -> None:
         build_federation(load_config(overrides=["drift.tasks=6"]))
     with pytest.raises(ConfigError, match="in-process engine"):
         require_flower_support(load_config(overrides=["drift.kind=class_incremental"]))
+
+
+def test_joint_training_sees_every_task_at_once() -> None:
+    fed = build_federation(load_config(overrides=[
+        "data.partition.scheme=iid", "drift.joint=true", "drift.tasks=3"]))
+    data = fed.clients_for_round(1)[0]
+    assert set(data.y.tolist()) == set(range(6)) and data.task == 0  # tasks 0-2: digits 0-5
+    rotated = build_federation(load_config(overrides=[
+        "data.partition.scheme=iid", "drift.joint=true", "drift.kind=domain", "drift.tasks=3"]))
+    base, mixed = rotated.clients[0], rotated.clients_for_round(1)[0]
+    same = (mixed.x == base.x).flatten(1).all(1)
+    assert 0 < int(same.sum()) < len(base)  # some images raw (task 0), the others rotated

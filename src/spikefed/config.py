@@ -333,6 +333,10 @@ class DriftConfig(Strict):
             raise ValueError(f"drift.gradual_rounds={self.gradual_rounds} must be smaller than "
                              f"drift.rounds_per_task={self.rounds_per_task} (a task must have "
                              "pure rounds); lower gradual_rounds or raise rounds_per_task")
+        if self.joint and self.consolidation != "none":
+            raise ValueError(f"drift.joint=true trains every task at once, so "
+                             f"drift.consolidation={self.consolidation!r} has no task switch to "
+                             "consolidate at; set drift.consolidation=none or drift.joint=false")
         if self.consolidation == "none" and self.strength != 0:
             raise ValueError(f"drift.strength={self.strength} has no effect with "
                              "drift.consolidation='none'; set drift.consolidation=ewc or "

@@ -82,7 +82,8 @@ class Consolidation(DelegatingAlgorithm):
     def _penalty(self, state: dict[str, Any], ctx: TrainContext):
         """The consolidation term of ``state`` for `local_train`, or None (nothing to keep)."""
         anchor = state.get("drift_anchor")
-        if anchor is None or self.strength == 0:
+        if anchor is None or self.strength == 0 or (
+                self.method == "ewc" and "drift_fisher" not in state):
             return None
         names = set(state["drift_fisher"]) if self.method == "ewc" else None
         anchors = {n: a.to(ctx.device) for n, a in anchor.items()}

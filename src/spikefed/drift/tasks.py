@@ -20,8 +20,9 @@ Transform = Callable[[torch.Tensor], torch.Tensor]
 class TaskData(ClientData):
     """A client's training data in one round of a drift schedule.
 
-    ``task`` is the newest task in it; ``previous()`` builds the client's data of task
-    ``task - 1`` (what EWC estimates its Fisher on; ``None`` for task 0 and joint training).
+    ``task`` is the newest task in it (0 in joint training, which never switches);
+    ``previous()`` builds the client's data of task ``task - 1`` (what EWC estimates its
+    Fisher on; ``None`` for task 0).
     """
 
     task: int = 0
@@ -144,7 +145,7 @@ class DriftData:
     def client_data(self, client_id: int, round_idx: int) -> TaskData:
         """Client ``client_id``'s training data in round ``round_idx``."""
         if self.joint:
-            data, task, previous = self._joint(client_id, round_idx), self.num_tasks - 1, None
+            data, task, previous = self._joint(client_id, round_idx), 0, None
         else:
             slot = self.schedule.slot(client_id, round_idx)
             task = slot.task
