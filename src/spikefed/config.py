@@ -320,6 +320,63 @@ class HardwareConfig(Strict):
     seed: int = Field(0, ge=0, lt=2**32, description="seed of the chips' mismatch draws")
 
 
+#: Algorithms whose clients train from the broadcast through `spikefed.fl.local.local_train`,
+#: so a consolidation penalty (drift.consolidation) reaches their local objective.
+DRIFT_CONSOLIDATION_ALGORITHMS = ("fedavg", "fedprox", "scaffold", "moon", "centralized")
+
+
+class DriftConfig(Strict):
+    """Continual federated learning: a schedule of tasks over rounds (docs/edge.md)."""
+
+    kind: Literal["class_incremental", "domain"] = Field(
+        "class_incremental", description="class_incremental: task k holds classes "
+        "[k*classes_per_task, (k+1)*classes_per_task); domain: every task holds all classes, "
+        "task k seen through domain transform k")
+    classes_per_task: int = Field(2, ge=1, description="class_incremental: labels per task")
+    tasks: int | None = Field(None, ge=1, description="number of tasks; class_incremental: "
+                              "null = all label groups; domain: required")
+    domain: Literal["rotation", "permutation", "brightness", "noise"] = Field(
+        "rotation", description="domain: transform family (data.feature_skew's, plus a seeded "
+        "pixel permutation); task 0 is the raw data")
+    domain_strength: float = Field(90.0, ge=0, description="domain: task k gets level "
+                                   "k * domain_strength / tasks (degrees, brightness factor - 1, "
+                                   "noise sigma; unused by permutation)")
+    rounds_per_task: int = Field(5, ge=1, description="rounds each task lasts")
+    gradual_rounds: int = Field(0, ge=0, description="gradual drift: over this many rounds "
+                                "before a switch the next task's share of the data grows "
+                                "linearly (0: abrupt switches)")
+    client_offset: int = Field(0, ge=0, description="per-client timing: client i's schedule "
+                               "starts a seeded 0..client_offset rounds late (fixed per client)")
+    joint: bool = Field(False, description="baseline: clients train on all tasks at once "
+                        "every round (the schedule then only sets the evaluation)")
+    consolidation: Literal["none", "ewc", "proximal"] = Field(
+        "none", description="at a task switch the client keeps the broadcast as anchor; ewc: "
+        "lambda/2 sum F (w - anchor)^2 with the diagonal Fisher F of its previous task(s); "
+        "proximal: lambda/2 ||w - anchor||^2")
+    strength: float = Field(0.0, ge=0, description="consolidation strength lambda")
+    fisher_samples: int = Field(256, ge=1, description="ewc: samples of the previous task the "
+                                "Fisher diagonal is estimated on (per-sample gradients)")
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> DriftConfig:
+        if self.kind == "domain" and self.tasks is None:
+            raise ValueError("drift.kind='domain' needs drift.tasks, the number of domains; "
+                             "e.g. drift.tasks=4")
+        if self.gradual_rounds >= self.rounds_per_task:
+            raise ValueError(f"drift.gradual_rounds={self.gradual_rounds} must be smaller than "
+                             f"drift.rounds_per_task={self.rounds_per_task} (a task must have "
+                             "pure rounds); lower gradual_rounds or raise rounds_per_task")
+        if self.joint and self.consolidation != "none":
+            raise ValueError(f"drift.joint=true trains every task at once, so "
+                             f"drift.consolidation={self.consolidation!r} has no task switch to "
+                             "consolidate at; set drift.consolidation=none or drift.joint=false")
+        if self.consolidation == "none" and self.strength != 0:
+            raise ValueError(f"drift.strength={self.strength} has no effect with "
+                             "drift.consolidation='none'; set drift.consolidation=ewc or "
+                             "proximal, or drift.strength=0")
+        return self
+
+
 class ExperimentConfig(Strict):
     """A whole experiment: data, model, algorithm, training and the energy model."""
 
@@ -334,6 +391,7 @@ class ExperimentConfig(Strict):
     report: ReportConfig = ReportConfig()
     dp: DPConfig = DPConfig()
     hardware: HardwareConfig | None = None
+    drift: DriftConfig | None = None
 
     @model_validator(mode="after")
     def _check_round_sizes(self) -> ExperimentConfig:
@@ -422,6 +480,29 @@ class ExperimentConfig(Strict):
         if hw.aware and self.train.vectorize == "on":
             raise ValueError("hardware.aware=true trains clients one by one on their chips; "
                              "set train.vectorize=off (or auto)")
+        return self
+
+
+    @model_validator(mode="after")
+    def _check_drift(self) -> ExperimentConfig:
+        from spikefed.data.event_sets import is_event_dataset
+
+        dr = self.drift
+        if dr is None:
+            return self
+        if dr.kind == "domain" and is_event_dataset(self.data.dataset):
+            raise ValueError(f"drift.kind='domain' transforms images, not event data set "
+                             f"{self.data.dataset!r}; use drift.kind=class_incremental")
+        if dr.consolidation != "none":
+            if self.algorithm.name not in DRIFT_CONSOLIDATION_ALGORITHMS:
+                raise ValueError(f"drift.consolidation={dr.consolidation!r} does not support "
+                                 f"algorithm.name={self.algorithm.name!r} (its clients do not "
+                                 "train from the broadcast in the shared local loop); use one "
+                                 f"of {list(DRIFT_CONSOLIDATION_ALGORITHMS)} or "
+                                 "drift.consolidation=none")
+            if self.train.vectorize == "on":
+                raise ValueError(f"drift.consolidation={dr.consolidation!r} trains clients one "
+                                 "by one; set train.vectorize=off (or auto)")
         return self
 
 

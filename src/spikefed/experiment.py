@@ -6,7 +6,7 @@ same config means the same clients, data and initial model everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +19,8 @@ from spikefed.data.augment import resolve_augment
 from spikefed.data.binning import EventBinning
 from spikefed.data.emulate import EmulatorConfig
 from spikefed.data.event_sets import is_event_dataset, leading_samples, load_event_dataset
+from spikefed.drift.consolidation import Consolidation
+from spikefed.drift.tasks import DriftData, build_drift
 from spikefed.fl.base import Algorithm, ClientData, TrainContext
 from spikefed.fl.dp import make_private
 from spikefed.fl.on_chip import OnChipTraining, chip_for
@@ -59,6 +61,12 @@ class Federation:
     model_fn: Callable[[], nn.Module]
     algorithm: Algorithm
     device: torch.device
+    #: the task schedule of `cfg.drift` (continual learning), None without drift
+    drift: DriftData | None = None
+
+    def clients_for_round(self, round_idx: int) -> Sequence[ClientData]:
+        """The clients' training data in round `round_idx` (drift: that round's tasks)."""
+        return self.clients if self.drift is None else self.drift.round_clients(round_idx)
 
     def initial_model(self) -> nn.Module:
         """The seeded initial global model (same weights in every engine)."""
@@ -188,5 +196,9 @@ def build_federation(cfg: ExperimentConfig,
         with torch.random.fork_rng(devices=[]):  # building a model must not move the RNG
             algorithm = make_private(algorithm, cfg, model_fn())
     algorithm = on_chip_algorithm(algorithm, cfg, model_fn)
+    drift = build_drift(cfg, clients, test.x, test.y, train.num_classes, train.in_shape)
+    if cfg.drift is not None and cfg.drift.consolidation != "none":
+        d = cfg.drift
+        algorithm = Consolidation(algorithm, d.consolidation, d.strength, d.fisher_samples)
     return Federation(cfg, clients, parts, labels, list(train.classes), test.x, test.y, model_fn,
-                      algorithm, device)
+                      algorithm, device, drift)

@@ -16,6 +16,9 @@ GradHook = Callable[[nn.Module], None]
 #: `TrainContext.options` key of a DP-SGD gradient source (`spikefed.fl.dp.SampleDP`): its
 #: `backward(model, x, y, extra_loss)` replaces `loss.backward()`.
 SAMPLE_DP_OPTION = "sample_dp"
+#: `TrainContext.options` key of an extra data-free penalty added to the algorithm's own
+#: (drift consolidation, `spikefed.drift.consolidation`), with the `Penalty` signature.
+CONSOLIDATION_OPTION = "consolidation"
 
 
 def client_generator(seed: int, round_idx: int, client_id: int) -> torch.Generator:
@@ -67,6 +70,7 @@ def local_train(
     """Run `ctx.local_epochs` epochs of minibatch training in place.
 
     `penalty(model, x, logits)` adds a regulariser to the cross-entropy (FedProx, MOON);
+    `ctx.options[CONSOLIDATION_OPTION]`, a second penalty, is added to it (drift consolidation);
     `grad_hook(model)` edits gradients before the step (SCAFFOLD); a DP-SGD gradient source
     in `ctx.options[SAMPLE_DP_OPTION]` computes them (then the penalty must not depend on the
     data). Returns the mean training loss and accuracy and the number of optimiser steps taken.
@@ -79,6 +83,7 @@ def local_train(
         model.to(memory_format=torch.channels_last)
     augment = batch_augmenter(ctx.augment, ctx.seed, ctx.round, client_id)
     private = ctx.options.get(SAMPLE_DP_OPTION)
+    consolidation = ctx.options.get(CONSOLIDATION_OPTION)
     optimizer = make_optimizer(model, ctx)
     generator = client_generator(ctx.seed, ctx.round, client_id)
     seed_global_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)), ctx.device)
@@ -94,6 +99,9 @@ def local_train(
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
                 extra = penalty(model, x, logits) if penalty is not None else None
+                if consolidation is not None:
+                    kept = consolidation(model, x, logits)
+                    extra = kept if extra is None else extra + kept
                 if extra is not None:
                     loss = loss + extra
             optimizer.zero_grad(set_to_none=True)

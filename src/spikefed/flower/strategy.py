@@ -27,6 +27,7 @@ from flwr.serverapp.strategy import Strategy
 
 from spikefed.experiment import Federation, round_lr
 from spikefed.fl.base import Tensors, Upload, payload_bytes
+from spikefed.flower.appconfig import require_flower_support
 from spikefed.flower.records import (
     CONFIG,
     PARTITION_ID,
@@ -50,7 +51,7 @@ class SpikefedStrategy(Strategy):
     def __init__(self, federation: Federation, out_dir: str | Path | None = None,
                  node_wait_s: float = 300.0) -> None:
         self.fed = federation
-        self.cfg = federation.cfg
+        self.cfg = require_flower_support(federation.cfg)
         model = federation.initial_model()
         self.server_state, self.broadcast = federation.algorithm.init_server(model)
         self.validator = UploadValidator.for_config(federation.algorithm, model, self.cfg.train)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from spikefed.config import ExperimentConfig, dump_config
+from spikefed.drift.metrics import drift_record, plot_task_heatmap
 from spikefed.experiment import Federation, build_federation
 from spikefed.fl.base import Tensors, Upload, payload_bytes
 from spikefed.report.metrics import MetricsLog
@@ -182,9 +183,10 @@ class Simulation:
         rejected: list[Rejection] = []
         clipped: list[Clip] = []
         pending, mode = list(active), self.cfg.train.vectorize
+        clients = self.fed.clients_for_round(ctx.round)  # drift: this round's tasks
         while pending:
             updates = client_updates(self.fed.algorithm, state.broadcast, state.client_states,
-                                     self.fed.clients, pending, ctx, mode, downlinks)
+                                     clients, pending, ctx, mode, downlinks)
             for done in itertools.count():
                 try:
                     cid, upload, new_state = next(updates)
@@ -203,7 +205,7 @@ class Simulation:
                         pending = pending[done + 1:]
                     break
                 verdict = self.validator.judge(upload, cid, broadcast=state.broadcast,
-                                               partition_size=len(self.fed.clients[cid]))
+                                               partition_size=len(clients[cid]))
                 if verdict.upload is not None:
                     uploads.append(verdict.upload)
                     new_states[cid] = new_state
@@ -245,6 +247,10 @@ class Simulation:
                     {"client": u.client_id, "num_samples": u.num_samples, "acc": res.accuracy,
                      "loss": res.loss, "train_loss": u.metrics.get("train_loss")}
                     for u, res in zip(uploads, results, strict=True) if res is not None]
+        if self.fed.drift is not None:  # per-task accuracy, forgetting (spikefed.drift)
+            rec.update(drift_record(self.fed.drift, self.fed.algorithm.server_model(
+                state.server_state, self.fed.model_fn), state.round, self.metrics.records(),
+                self.cfg.train.eval_batch_size, self.fed.device))
         if self.cfg.hardware is not None:  # simulated chips (spikefed.sim.on_chip)
             rec.update(hardware_record(
                 self.cfg.hardware, self.fed.algorithm, state.server_state, state.client_states,
@@ -300,6 +306,9 @@ class Simulation:
         summary["run_dir"] = str(self.out)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         plot_curves(records, self.out / "curves.png", title=self.cfg.name)
+        if self.fed.drift is not None:
+            plot_task_heatmap(records, self.fed.drift.num_tasks, self.out / "drift.png",
+                              title=self.cfg.name)
         publish_run(self.out, self.cfg)
         return summary
 
@@ -332,4 +341,5 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
                       for r in records),
         **{k: v for k, v in (records[-1] if records else {}).items() if k.startswith("dp_")},
         **{k: v for k, v in last.items() if k.startswith("hw_")},
+        **{k: last[k] for k in ("avg_task_acc", "forgetting") if k in last},
     }
