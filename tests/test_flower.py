@@ -29,9 +29,9 @@ from spikefed.flower.appconfig import experiment_config, partition_of  # noqa: E
 from spikefed.flower.local import local_identity  # noqa: E402
 from spikefed.flower.records import CLIENT_ID, CONFIG, STATE, load_client_state  # noqa: E402
 from spikefed.report import read_metrics  # noqa: E402
+from spikefed.rounds.validation import RoundFailedError  # noqa: E402
 from spikefed.sim import Simulation  # noqa: E402
 from spikefed.sim.checkpoint import load_checkpoint  # noqa: E402
-from spikefed.sim.validation import RoundFailedError  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -196,7 +196,7 @@ def test_too_few_valid_uploads_fail_the_round(tmp_path) -> None:
 
 
 def test_diverging_training_stops_the_flower_run_too(tmp_path) -> None:
-    from spikefed.sim.divergence import DivergenceError
+    from spikefed.rounds.divergence import DivergenceError
 
     fed = _federation("data.num_clients=4", "train.clients_per_round=4", "train.rounds=1",
                       "train.lr=10000")

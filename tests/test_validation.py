@@ -10,7 +10,7 @@ from spikefed.fl.base import Upload
 from spikefed.fl.fedavg import FedAvg
 from spikefed.fl.registry import ALGORITHMS
 from spikefed.fl.solo import Solo
-from spikefed.sim.validation import (
+from spikefed.rounds.validation import (
     Rejection,
     RoundFailedError,
     UploadValidator,
@@ -206,7 +206,7 @@ def test_num_samples_must_match_the_partition(validator) -> None:
 
 
 def test_magnitude_and_norm_bounds() -> None:
-    from spikefed.sim.update_norm import update_norm
+    from spikefed.rounds.update_norm import update_norm
 
     up = _good()
     broadcast = {k: v.clone() for k, v in up.tensors.items()}
@@ -227,7 +227,7 @@ def test_magnitude_and_norm_bounds() -> None:
 
 
 def test_clip_policy_scales_the_update_to_the_bound() -> None:
-    from spikefed.sim.update_norm import update_norm
+    from spikefed.rounds.update_norm import update_norm
 
     up = _good(client=5)
     broadcast = {k: v.clone() for k, v in up.tensors.items()}
