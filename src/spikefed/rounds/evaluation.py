@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from spikefed.experiment import Federation
 from spikefed.fl.base import Algorithm, Upload
@@ -74,14 +75,15 @@ class RoundEvaluator:
         if tensors is None:
             return None
         fed, t = self.fed, self.cfg.train
-        model = fed.model_fn()
+        # Flower evaluates on the client right after training, the in-process engine after
+        # the round: building models here must not move the global RNG in either place
+        with torch.random.fork_rng(devices=[]):
+            model = fed.model_fn()
         model.load_state_dict(tensors)
         res = evaluate(model, fed.test_x, fed.test_y, t.eval_batch_size, fed.device)
         hw_acc = None
         if self.cfg.hardware is not None:
-            chip_model = fed.model_fn()
-            chip_model.load_state_dict(tensors)
-            hw_acc = client_chip_accuracy(self.cfg.hardware, upload.client_id, chip_model,
+            hw_acc = client_chip_accuracy(self.cfg.hardware, upload.client_id, model,
                                           fed.test_x, fed.test_y, t.eval_batch_size, fed.device)
         return ClientEval(res.accuracy, res.loss, hw_acc)
 
