@@ -122,3 +122,28 @@ def test_wire_bytes_are_counted_before_decoding(tmp_path) -> None:
     assert pipeline.receive(intake, Upload(0, half, size), 0, params, size)
     assert intake.bytes_up == sum(v.numel() * 2 for v in params.values())
     assert intake.uploads[0].tensors["fc1.weight"].dtype == torch.float32
+
+
+def test_a_registered_neuron_is_a_config_choice(tmp_path) -> None:
+    """Adding a neuron: one class and one `register_neuron` line; the config then takes it."""
+    from spikefed.snn import LIF, NEURONS, register_neuron
+
+    class HalfLeak(LIF):
+        def __init__(self, threshold: float = 1.0, reset: str = "subtract",
+                     surrogate: str = "atan", alpha: float = 2.0,
+                     learn_threshold: bool = False) -> None:
+            super().__init__(beta=0.5, threshold=threshold, reset=reset, surrogate=surrogate,
+                             alpha=alpha, learn_threshold=learn_threshold)
+
+    register_neuron("half_leak", HalfLeak)
+    try:
+        with pytest.raises(ValueError, match="HalfLeak neuron has no leak to learn"):
+            load_config(overrides=[*SMALL, "model.neuron.type=half_leak",
+                                   "model.neuron.learn_beta=true"])
+        sim = _sim(tmp_path, "model.neuron.type=half_leak", "train.rounds=1")
+        neurons = [m for m in sim.fed.model_fn().modules() if isinstance(m, HalfLeak)]
+        assert neurons and all(n.beta == 0.5 for n in neurons)
+    finally:
+        del NEURONS["half_leak"]
+    with pytest.raises(ValueError, match="model.neuron.type='half_leak' is unknown"):
+        load_config(overrides=[*SMALL, "model.neuron.type=half_leak"])

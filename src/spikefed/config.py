@@ -14,6 +14,7 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 from spikefed.energy import EnergyModel
 from spikefed.fl.aggregators import aggregator_spec
 from spikefed.fl.registry import validate_params
+from spikefed.snn.neurons import NEURONS, neuron_options
 from spikefed.strict_numbers import RealNumbers
 
 
@@ -94,9 +95,9 @@ class DataConfig(Strict):
 
 
 class NeuronConfig(Strict):
-    type: Literal["lif", "if"] = Field(
-        "lif", description="lif (leaky, decay beta) or if (integrate-and-fire: no leak, so "
-        "beta and learn_beta do not apply)")
+    type: str = Field(
+        "lif", description="a registered neuron (`spikefed.snn.register_neuron`): lif (leaky, "
+        "decay beta) or if (integrate-and-fire: no leak, so beta and learn_beta do not apply)")
     beta: float = Field(0.9, ge=0, le=1)
     threshold: float = Field(1.0, gt=0)
     reset: Literal["subtract", "zero", "none"] = "subtract"
@@ -110,18 +111,21 @@ class NeuronConfig(Strict):
         "snnTorch's Leaky) for weights trained with snnTorch; see docs/snn.md")
 
     @model_validator(mode="after")
-    def _check_leak(self) -> NeuronConfig:
-        if self.type == "if" and self.learn_beta:
-            raise ValueError("model.neuron.learn_beta=true with model.neuron.type='if': an IF "
-                             "neuron has no leak to learn; set learn_beta=false or type=lif")
+    def _check_type(self) -> NeuronConfig:
+        if self.type not in NEURONS:
+            raise ValueError(f"model.neuron.type={self.type!r} is unknown; choose one of "
+                             f"{sorted(NEURONS)}")
+        if self.learn_beta and "learn_beta" not in neuron_options(self.type):
+            raise ValueError(f"model.neuron.learn_beta=true with model.neuron.type="
+                             f"{self.type!r}: an {NEURONS[self.type].__name__} neuron has no "
+                             "leak to learn; set learn_beta=false or type=lif")
         return self
 
     def neuron_kwargs(self) -> dict[str, Any]:
-        """The options `spikefed.snn.make_neuron` takes for this neuron type."""
-        options = self.model_dump()
-        if self.type == "if":
-            del options["beta"], options["learn_beta"]
-        return options
+        """The options `spikefed.snn.make_neuron` takes for this neuron type (options the
+        type has no use for, such as an IF neuron's beta, are left out)."""
+        accepted = neuron_options(self.type) | {"type", "reset_convention"}
+        return {k: v for k, v in self.model_dump().items() if k in accepted}
 
 
 class ModelConfig(Strict):
