@@ -28,7 +28,7 @@ from spikefed.rounds.validation import Clip, Rejection, UploadValidator, require
 
 log = logging.getLogger("spikefed.rounds")
 
-#: turns an upload as received into the upload to validate; raises ValueError to reject it
+#: turns an upload as received into the upload to validate; raising rejects it
 UploadDecoder = Callable[[Upload], Upload]
 #: a round-level step after screening: (round, uploads) -> (kept uploads, rejections)
 UploadStage = Callable[[int, list[Upload]], tuple[list[Upload], list[Rejection]]]
@@ -82,11 +82,11 @@ class UploadPipeline:
     def receive(self, intake: RoundIntake, upload: Upload, client_id: int, broadcast: Tensors,
                 partition_size: int) -> bool:
         """Decode and validate one client's upload into `intake`; True if it was accepted."""
-        wire = upload.nbytes
+        received = upload
         for decode in self.decoders:
             try:
                 upload = decode(upload)
-            except ValueError as exc:
+            except Exception as exc:  # whatever a client sent must not end the round
                 intake.rejected.append(Rejection(client_id, f"undecodable upload: {exc}"))
                 return False
         verdict = self.validator.judge(upload, client_id, broadcast=broadcast,
@@ -95,7 +95,8 @@ class UploadPipeline:
             intake.rejected.append(verdict.rejection)
             return False
         intake.uploads.append(verdict.upload)
-        intake.wire_bytes[client_id] = wire
+        # what the client sent: the upload as received (the validated one when no decoder ran)
+        intake.wire_bytes[client_id] = (received if self.decoders else verdict.upload).nbytes
         if verdict.clip:
             intake.clipped.append(verdict.clip)
         return True
