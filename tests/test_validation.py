@@ -159,7 +159,7 @@ def test_engine_round_failure_keeps_checkpoint_and_metrics(tmp_path) -> None:
     before = (tmp_path / "checkpoint" / "state.pt").read_bytes()
     assert [r["round"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2]
     sim.fed.algorithm = FedAvg()  # the faulty clients are repaired: the run resumes
-    sim.validator = UploadValidator.for_model(FedAvg(), sim.fed.model_fn())
+    sim.pipeline.validator = UploadValidator.for_model(FedAvg(), sim.fed.model_fn())
     assert (tmp_path / "checkpoint" / "state.pt").read_bytes() == before
     assert sim.run(resume=True)["rounds"] == 4
 
