@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from spikefed.config import validate_config
+from spikefed.rounds.validation import RoundFailedError
 from spikefed.sim import Simulation
-from spikefed.sim.validation import RoundFailedError
 
 SCHEDULES: dict[str, dict[str, Any]] = {
     "class-incremental": {"kind": "class_incremental", "classes_per_task": 2},

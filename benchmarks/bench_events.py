@@ -89,8 +89,8 @@ def sim_to_real_table(run_dirs: list[Path], root: Path) -> str:
 
     from spikefed.config import load_config
     from spikefed.experiment import event_binning, model_factory
+    from spikefed.rounds.evaluate import evaluate
     from spikefed.sim.checkpoint import load_checkpoint
-    from spikefed.sim.evaluate import evaluate
 
     rows = ["| run | trained on | real N-MNIST test (100) | real N-MNIST train (1,000) |",
             "|---|---|---|---|"]

@@ -21,7 +21,7 @@ from spikefed.convert.outputs import sweep_markdown
 from spikefed.convert.record import ann_activations
 from spikefed.data import load_dataset
 from spikefed.models import build_model
-from spikefed.sim.evaluate import evaluate
+from spikefed.rounds.evaluate import evaluate
 
 
 @pytest.fixture(scope="module")

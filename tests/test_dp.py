@@ -22,8 +22,8 @@ from spikefed.models import build_model
 from spikefed.privacy.accountant import epsilon
 from spikefed.privacy.defenses import per_sample_grads
 from spikefed.report import read_metrics
+from spikefed.rounds.sampling import sample_clients
 from spikefed.sim import Simulation
-from spikefed.sim.engine import sample_clients
 
 
 def _net() -> nn.Module:

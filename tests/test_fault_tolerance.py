@@ -291,7 +291,7 @@ def test_disk_full_ends_with_message_and_keeps_last_checkpoint(tmp_path, monkeyp
 def test_interrupted_atomic_write_leaves_old_file_and_no_temporary(tmp_path, monkeypatch) -> None:
     import errno
 
-    from spikefed.sim.checkpoint import atomic_write_bytes
+    from spikefed.rounds.files import atomic_write_bytes
 
     target = tmp_path / "f.bin"
     atomic_write_bytes(target, b"old")
@@ -498,7 +498,7 @@ def test_divergence_stop_names_round_and_client_and_keeps_last_round(tmp_path) -
 
 
 def test_divergence_skip_client_records_rejections(tmp_path) -> None:
-    import spikefed.sim.divergence as div
+    import spikefed.rounds.divergence as div
 
     cfg = load_config(overrides=["data.num_clients=4", "data.test_subset=50", "model.T=2",
                                  "model.kwargs.hidden=[8]", "train.rounds=2",
@@ -527,7 +527,7 @@ def test_divergence_skip_client_records_rejections(tmp_path) -> None:
 
 def test_nonfinite_values_are_flagged_and_summary_is_not_finite(tmp_path) -> None:
     from spikefed.report.metrics import MetricsLog
-    from spikefed.sim.engine import summarize
+    from spikefed.rounds.summary import summarize
 
     log = MetricsLog(tmp_path / "metrics.jsonl")
     base = {"bytes_up": 1, "bytes_down": 1, "wall_s": 0.1}

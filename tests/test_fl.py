@@ -8,7 +8,7 @@ from torch import nn
 from spikefed.config import load_config
 from spikefed.fl import ClientData, TrainContext, Upload, build_algorithm, payload_bytes
 from spikefed.fl.aggregation import weighted_average
-from spikefed.sim import sample_clients
+from spikefed.rounds.sampling import sample_clients
 
 
 def _tiny_model() -> nn.Module:

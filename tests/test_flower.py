@@ -13,6 +13,7 @@ pytest.importorskip("flwr", reason="Flower is not installed (pip install 'spikef
 
 import torch  # noqa: E402
 from flwr.app import ArrayRecord  # noqa: E402
+from parity import assert_same_records  # noqa: E402  (tests/parity.py)
 
 from spikefed.config import load_config  # noqa: E402
 from spikefed.experiment import build_federation  # noqa: E402
@@ -29,9 +30,9 @@ from spikefed.flower.appconfig import experiment_config, partition_of  # noqa: E
 from spikefed.flower.local import local_identity  # noqa: E402
 from spikefed.flower.records import CLIENT_ID, CONFIG, STATE, load_client_state  # noqa: E402
 from spikefed.report import read_metrics  # noqa: E402
+from spikefed.rounds.validation import RoundFailedError  # noqa: E402
 from spikefed.sim import Simulation  # noqa: E402
 from spikefed.sim.checkpoint import load_checkpoint  # noqa: E402
-from spikefed.sim.validation import RoundFailedError  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -69,15 +70,20 @@ def _assert_close(a: dict, b: dict) -> None:
         torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-7, msg=k)
 
 
-def test_fedavg_parity_with_in_process_engine(tmp_path) -> None:
-    fed = _federation()
+@pytest.mark.parametrize("aggregator", [
+    ["aggregator.name=mean"],
+    ["aggregator.name=multi_krum", "aggregator.num_byzantine=1", "train.clients_per_round=4"]])
+def test_fedavg_parity_with_in_process_engine(tmp_path, aggregator) -> None:
+    """Client evaluation on: the whole round record is the same on both engines."""
+    fed = _federation("train.eval_clients=true", *aggregator)
     ref = _sim_final(fed, tmp_path / "sim")
     strategy, _ = _run_flower(fed, tmp_path / "flower")
     _assert_close(strategy.server_model(), ref["server_state"]["params"])
     sim = read_metrics(tmp_path / "sim" / "metrics.jsonl")
     flw = read_metrics(tmp_path / "flower" / "metrics.jsonl")
-    for key in ("participants", "uploads", "bytes_up", "bytes_down", "server_acc"):
-        assert [r[key] for r in sim] == [r[key] for r in flw], key
+    assert "client_acc_mean" in sim[-1] and "energy_per_sample_pj" in sim[-1]
+    assert ("aggregator_rejected" in sim[0]) == ("aggregator.name=mean" not in aggregator)
+    assert_same_records(sim, flw)
     assert "data-summary=\"final_server_acc\"" in (tmp_path / "flower" / "report.html").read_text()
     assert (tmp_path / "flower" / "server_model.pt").is_file()
 
@@ -196,7 +202,7 @@ def test_too_few_valid_uploads_fail_the_round(tmp_path) -> None:
 
 
 def test_diverging_training_stops_the_flower_run_too(tmp_path) -> None:
-    from spikefed.sim.divergence import DivergenceError
+    from spikefed.rounds.divergence import DivergenceError
 
     fed = _federation("data.num_clients=4", "train.clients_per_round=4", "train.rounds=1",
                       "train.lr=10000")
@@ -239,12 +245,17 @@ def test_stateful_and_asymmetric_algorithms_match_in_process_engine(tmp_path, al
     uploads SNN parameters and broadcasts ANN weights; MOON keeps the previous local model."""
     extra = ["model.spiking=false"] if algorithm.startswith("s-") else []
     fed = _federation(f"algorithm.name={algorithm}", "data.num_clients=4",
-                      "train.clients_per_round=2", *extra, n=32)
-    ckpt = _sim_final(fed, tmp_path)
+                      "train.clients_per_round=2", "train.eval_clients=true", *extra, n=32)
+    ckpt = _sim_final(fed, tmp_path / "sim")
     ref = fed.algorithm.server_model(ckpt["server_state"], fed.model_fn).state_dict()
-    strategy, grid = _run_flower(fed)
+    strategy, grid = _run_flower(fed, tmp_path / "flower")
     _assert_close(strategy.server_model(), ref)
     assert any(STATE in ctx.state.config_records for ctx in grid.contexts.values())
+    # client models need private state here (SCAFFOLD's local model, SNFL's ANN): the
+    # Flower clients evaluate themselves, and the records still agree key for key
+    sim = read_metrics(tmp_path / "sim" / "metrics.jsonl")
+    assert "clients" in sim[-1]
+    assert_same_records(sim, read_metrics(tmp_path / "flower" / "metrics.jsonl"))
 
 
 def test_flsnn_partial_exchange_matches_in_process_engine(tmp_path) -> None:
@@ -261,7 +272,6 @@ def test_flsnn_partial_exchange_matches_in_process_engine(tmp_path) -> None:
     ckpt = _sim_final(fed, tmp_path / "sim")
     strategy, _ = _run_flower(fed, tmp_path / "flower")
     _assert_close(strategy.server_model(), ckpt["server_state"]["params"])
-    keys = ("bytes_up", "bytes_down", "uploads", "server_acc")
     sim_rec, fl_rec = (read_metrics(tmp_path / d / "metrics.jsonl") for d in ("sim", "flower"))
-    assert [{k: r[k] for k in keys} for r in fl_rec] == [{k: r[k] for k in keys} for r in sim_rec]
+    assert_same_records(sim_rec, fl_rec)
     assert len({r["bytes_down"] for r in sim_rec}) > 1   # full model to newcomers, K to the rest

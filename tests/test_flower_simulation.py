@@ -1,4 +1,5 @@
-"""Parity on Flower's own simulation engine (Ray): same seeded FedAvg, same server model."""
+"""Parity on Flower's own simulation engine (Ray): same seeded FedAvg, same server model, and
+the same per-round records (client evaluation on) as the in-process engine."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ pytest.importorskip("ray", reason="Flower's simulation engine needs ray (flwr[si
 
 import torch  # noqa: E402
 from flwr.simulation import run_simulation  # noqa: E402
+from parity import assert_same_records  # noqa: E402  (tests/parity.py)
 
 from spikefed.config import load_config  # noqa: E402
 from spikefed.experiment import build_federation  # noqa: E402
 from spikefed.flower import make_client_app, make_server_app  # noqa: E402
+from spikefed.report.metrics import read_metrics  # noqa: E402
 from spikefed.sim import Simulation  # noqa: E402
 from spikefed.sim.checkpoint import load_checkpoint  # noqa: E402
 
@@ -27,14 +30,15 @@ def test_fedavg_parity_on_ray_simulation_engine(tmp_path) -> None:
     cfg = load_config(overrides=[
         "data.num_clients=4", "train.clients_per_round=2", "train.rounds=2", "model.T=2",
         "model.kwargs.hidden=[16]", "data.test_subset=200", "data.partition.scheme=iid",
-        "train.eval_clients=false"])
+        "train.eval_clients=true"])
     fed = build_federation(cfg)
     for c in fed.clients:
         c.x, c.y = c.x[:64], c.y[:64]
     Simulation(cfg, tmp_path / "sim", federation=fed).run()
     ref = load_checkpoint(tmp_path / "sim" / "checkpoint")["server_state"]["params"]
     done: dict = {}
-    server = make_server_app(federation=fed, on_done=lambda s: done.update(s=s))
+    server = make_server_app(federation=fed, out_dir=tmp_path / "ray",
+                             on_done=lambda s: done.update(s=s))
     run_simulation(server, make_client_app(federation=fed), num_supernodes=4,
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                                    "init_args": {"num_cpus": 2}})
@@ -43,3 +47,6 @@ def test_fedavg_parity_on_ray_simulation_engine(tmp_path) -> None:
     for k in ref:
         torch.testing.assert_close(got[k], ref[k], rtol=1e-6, atol=1e-7, msg=k)
     assert [r["uploads"] for r in done["s"].records] == [2, 2]
+    sim = read_metrics(tmp_path / "sim" / "metrics.jsonl")
+    assert "client_acc_mean" in sim[-1] and "clients" in sim[-1]
+    assert_same_records(sim, read_metrics(tmp_path / "ray" / "metrics.jsonl"))

@@ -235,7 +235,7 @@ def test_engine_partial_exchange_with_late_joiners_counts_exact_bytes(tmp_path) 
     """Partial participation: devices first join after round 1 (once a KeyError: 'ff'). Each
     round's bytes_down is exactly what was sent: the full model (n_ff + dense values) to a device
     the server has no upload from, the K means it last sent (+ dense) to one it has."""
-    from spikefed.sim.engine import sample_clients
+    from spikefed.rounds.sampling import sample_clients
 
     cfg, sim, records = _engine_run(tmp_path, "data.num_clients=5", "train.clients_per_round=2",
                                     "train.rounds=5", "algorithm.params.comm_rate=0.2")

@@ -13,7 +13,7 @@ import torch
 from spikefed.fl.aggregation import weighted_average
 from spikefed.fl.base import Upload
 from spikefed.fl.fedavg import FedAvg
-from spikefed.sim.update_norm import clip_update, update_norm
+from spikefed.rounds.update_norm import clip_update, update_norm
 
 ATTACKER = 3
 TEN = ["data.num_clients=10", "train.clients_per_round=10", "data.test_subset=50",

@@ -10,7 +10,7 @@ from spikefed.fl.base import Upload
 from spikefed.fl.fedavg import FedAvg
 from spikefed.fl.registry import ALGORITHMS
 from spikefed.fl.solo import Solo
-from spikefed.sim.validation import (
+from spikefed.rounds.validation import (
     Rejection,
     RoundFailedError,
     UploadValidator,
@@ -159,7 +159,7 @@ def test_engine_round_failure_keeps_checkpoint_and_metrics(tmp_path) -> None:
     before = (tmp_path / "checkpoint" / "state.pt").read_bytes()
     assert [r["round"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2]
     sim.fed.algorithm = FedAvg()  # the faulty clients are repaired: the run resumes
-    sim.validator = UploadValidator.for_model(FedAvg(), sim.fed.model_fn())
+    sim.pipeline.validator = UploadValidator.for_model(FedAvg(), sim.fed.model_fn())
     assert (tmp_path / "checkpoint" / "state.pt").read_bytes() == before
     assert sim.run(resume=True)["rounds"] == 4
 
@@ -211,7 +211,7 @@ def test_num_samples_must_match_the_partition(validator) -> None:
 
 
 def test_magnitude_and_norm_bounds() -> None:
-    from spikefed.sim.update_norm import update_norm
+    from spikefed.rounds.update_norm import update_norm
 
     up = _good()
     broadcast = {k: v.clone() for k, v in up.tensors.items()}
@@ -232,7 +232,7 @@ def test_magnitude_and_norm_bounds() -> None:
 
 
 def test_clip_policy_scales_the_update_to_the_bound() -> None:
-    from spikefed.sim.update_norm import update_norm
+    from spikefed.rounds.update_norm import update_norm
 
     up = _good(client=5)
     broadcast = {k: v.clone() for k, v in up.tensors.items()}

@@ -12,7 +12,9 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from spikefed.energy import EnergyModel
+from spikefed.fl.aggregators import aggregator_spec
 from spikefed.fl.registry import validate_params
+from spikefed.snn.neurons import NEURONS, neuron_options
 from spikefed.strict_numbers import RealNumbers
 
 
@@ -93,9 +95,9 @@ class DataConfig(Strict):
 
 
 class NeuronConfig(Strict):
-    type: Literal["lif", "if"] = Field(
-        "lif", description="lif (leaky, decay beta) or if (integrate-and-fire: no leak, so "
-        "beta and learn_beta do not apply)")
+    type: str = Field(
+        "lif", description="a registered neuron (`spikefed.snn.register_neuron`): lif (leaky, "
+        "decay beta) or if (integrate-and-fire: no leak, so beta and learn_beta do not apply)")
     beta: float = Field(0.9, ge=0, le=1)
     threshold: float = Field(1.0, gt=0)
     reset: Literal["subtract", "zero", "none"] = "subtract"
@@ -109,18 +111,21 @@ class NeuronConfig(Strict):
         "snnTorch's Leaky) for weights trained with snnTorch; see docs/snn.md")
 
     @model_validator(mode="after")
-    def _check_leak(self) -> NeuronConfig:
-        if self.type == "if" and self.learn_beta:
-            raise ValueError("model.neuron.learn_beta=true with model.neuron.type='if': an IF "
-                             "neuron has no leak to learn; set learn_beta=false or type=lif")
+    def _check_type(self) -> NeuronConfig:
+        if self.type not in NEURONS:
+            raise ValueError(f"model.neuron.type={self.type!r} is unknown; choose one of "
+                             f"{sorted(NEURONS)}")
+        if self.learn_beta and "learn_beta" not in neuron_options(self.type):
+            raise ValueError(f"model.neuron.learn_beta=true with model.neuron.type="
+                             f"{self.type!r}: an {NEURONS[self.type].__name__} neuron has no "
+                             "leak to learn; set learn_beta=false or type=lif")
         return self
 
     def neuron_kwargs(self) -> dict[str, Any]:
-        """The options `spikefed.snn.make_neuron` takes for this neuron type."""
-        options = self.model_dump()
-        if self.type == "if":
-            del options["beta"], options["learn_beta"]
-        return options
+        """The options `spikefed.snn.make_neuron` takes for this neuron type (options the
+        type has no use for, such as an IF neuron's beta, are left out)."""
+        accepted = neuron_options(self.type) | {"type", "reset_convention"}
+        return {k: v for k, v in self.model_dump().items() if k in accepted}
 
 
 class ModelConfig(Strict):
@@ -302,6 +307,24 @@ class DPConfig(Strict):
     delta: float = Field(1e-5, gt=0, lt=1, description="delta of the reported (epsilon, delta)")
 
 
+class AggregatorConfig(Strict):
+    """How the server aggregates a round's uploads (`spikefed.fl.aggregators`)."""
+
+    name: str = Field("mean", description="mean (sample-weighted, default), median, "
+                      "trimmed_mean, krum, multi_krum or threshold (SNFL only)")
+    num_byzantine: int = Field(1, ge=0, description="krum / multi_krum: clients assumed "
+                               "Byzantine (f); Krum scores need n - f - 2 >= 1")
+    trim: int = Field(1, ge=0, description="trimmed_mean: values dropped at each end per "
+                      "coordinate")
+    z: float = Field(3.0, gt=0, description="threshold: an upload whose threshold-vector "
+                     "distance exceeds median + z x 1.4826 x MAD is dropped")
+
+    @model_validator(mode="after")
+    def _check_name(self) -> AggregatorConfig:
+        aggregator_spec(self.name)
+        return self
+
+
 class HardwareConfig(Strict):
     """Simulated neuromorphic chips, one per client plus a held-out population (docs/edge.md)."""
 
@@ -392,6 +415,7 @@ class ExperimentConfig(Strict):
     dp: DPConfig = DPConfig()
     hardware: HardwareConfig | None = None
     drift: DriftConfig | None = None
+    aggregator: AggregatorConfig = AggregatorConfig()
 
     @model_validator(mode="after")
     def _check_round_sizes(self) -> ExperimentConfig:
@@ -409,6 +433,34 @@ class ExperimentConfig(Strict):
                              "participant(s) a round can have (train.clients_per_round or "
                              "train.fraction x data.num_clients), so the model would never be "
                              "aggregated; lower train.min_clients or sample more clients")
+        return self
+
+    @model_validator(mode="after")
+    def _check_aggregator(self) -> ExperimentConfig:
+        """The aggregator fits the algorithm, DP and the round size."""
+        agg, t = self.aggregator, self.train
+        spec = aggregator_spec(agg.name)
+        if spec.snn_only and not self.algorithm.name.startswith("s-"):
+            raise ValueError(f"aggregator.name={agg.name!r} reads the SNN firing thresholds of "
+                             f"SNFL uploads, but algorithm.name={self.algorithm.name!r} sends "
+                             "none; use an SNFL algorithm (s-fedavg, s-fedprox, s-moon) or "
+                             "another aggregator")
+        if spec.combines and self.dp.level == "client":
+            raise ValueError(f"aggregator.name={agg.name!r} replaces the mean, but dp.level="
+                             "'client' adds noise calibrated to the clipped mean of the updates; "
+                             "use aggregator.name=mean (or a filter: krum, multi_krum) or "
+                             "dp.level=none")
+        clients = 1 if self.algorithm.name == "centralized" else self.data.num_clients
+        per_round = min(t.clients_per_round or max(1, round(t.fraction * clients)), clients)
+        if agg.name in ("krum", "multi_krum") and per_round - agg.num_byzantine - 2 < 1:
+            raise ValueError(f"aggregator.num_byzantine={agg.num_byzantine} leaves Krum no "
+                             f"neighbours with {per_round} client(s) a round (needs "
+                             "n - num_byzantine - 2 >= 1); lower aggregator.num_byzantine or "
+                             "sample more clients")
+        if agg.name == "trimmed_mean" and 2 * agg.trim >= per_round:
+            raise ValueError(f"aggregator.trim={agg.trim} trims every value of a round of "
+                             f"{per_round} client(s) (needs 2 x trim < clients per round); "
+                             "lower aggregator.trim or sample more clients")
         return self
 
     @model_validator(mode="after")

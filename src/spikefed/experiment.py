@@ -21,6 +21,7 @@ from spikefed.data.emulate import EmulatorConfig
 from spikefed.data.event_sets import is_event_dataset, leading_samples, load_event_dataset
 from spikefed.drift.consolidation import Consolidation
 from spikefed.drift.tasks import DriftData, build_drift
+from spikefed.fl.aggregators import build_aggregator
 from spikefed.fl.base import Algorithm, ClientData, TrainContext
 from spikefed.fl.dp import make_private
 from spikefed.fl.on_chip import OnChipTraining, chip_for
@@ -192,6 +193,7 @@ def build_federation(cfg: ExperimentConfig,
                for idx, tf in zip(parts, transforms, strict=True)]
     model_fn = model_factory(cfg, train.in_shape, train.num_classes, model)
     algorithm = build_algorithm(cfg.algorithm.name, cfg.algorithm.params)
+    algorithm.use_combiner(build_aggregator(cfg.aggregator).combine)
     if cfg.dp.level != "none":
         with torch.random.fork_rng(devices=[]):  # building a model must not move the RNG
             algorithm = make_private(algorithm, cfg, model_fn())

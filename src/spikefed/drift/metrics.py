@@ -15,6 +15,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from spikefed.drift.tasks import DriftData  # noqa: E402
+from spikefed.rounds.evaluate import evaluate  # noqa: E402
 
 
 def forgetting(history: Sequence[Sequence[float]], current: Sequence[float]) -> float | None:
@@ -38,8 +39,6 @@ def drift_record(drift: DriftData, model: nn.Module | None, round_idx: int,
                  ) -> dict[str, Any]:
     """The drift entries of one evaluation round: ``task_acc`` (server accuracy on every
     task seen so far), ``avg_task_acc``, ``forgetting`` and ``tasks_seen``."""
-    from spikefed.sim.evaluate import evaluate  # the engine imports this module
-
     seen = drift.schedule.seen(round_idx)
     if model is None:
         return {"tasks_seen": seen}

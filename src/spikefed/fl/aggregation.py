@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
-from spikefed.fl.base import Tensors, Upload
+if TYPE_CHECKING:  # the algorithm contract (fl.base) combines with this module's mean
+    from spikefed.fl.base import Tensors, Upload
 
 
 def weighted_average(uploads: Sequence[Upload], keys: Sequence[str] | None = None) -> Tensors:

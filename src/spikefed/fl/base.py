@@ -8,13 +8,14 @@ that can carry a `dict[str, Tensor]` can run it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from spikefed.fl.aggregation import weighted_average
 from spikefed.fl.objective import LocalObjective
 
 Tensors = dict[str, torch.Tensor]
@@ -99,6 +100,8 @@ class Algorithm(ABC):
 
     name: str = "algorithm"
     communicates: bool = True
+    #: how `combine` merges client tensors; set by `use_combiner` (`spikefed.fl.aggregators`)
+    _combiner: Callable[..., Tensors] = staticmethod(weighted_average)
 
     @abstractmethod
     def init_server(self, model: nn.Module) -> tuple[dict[str, Any], Tensors]:
@@ -125,6 +128,16 @@ class Algorithm(ABC):
         Engines send and count (`bytes_down`) exactly this; an algorithm that personalises
         the downlink (FL-SNN's partial exchange) returns a smaller payload per client."""
         return broadcast
+
+    def combine(self, uploads: Sequence[Upload], keys: Sequence[str] | None = None) -> Tensors:
+        """Merge the uploads' tensors under `keys` (all: None) into one; `aggregate` calls this
+        wherever it averages client tensors. Default: the sample-weighted mean; a configured
+        aggregator (`aggregator.name`) swaps in its combiner with `use_combiner`."""
+        return self._combiner(uploads, keys)
+
+    def use_combiner(self, combiner: Callable[..., Tensors]) -> None:
+        """Make `combine` use `combiner(uploads, keys)` (e.g. a coordinate-wise median)."""
+        self._combiner = combiner
 
     def server_model_state(self, server_state: dict[str, Any]) -> Tensors | None:
         """The state_dict the server model is evaluated with (default: `server_state['params']`).

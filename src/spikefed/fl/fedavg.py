@@ -6,7 +6,6 @@ from typing import Any
 
 from torch import nn
 
-from spikefed.fl.aggregation import weighted_average
 from spikefed.fl.base import Algorithm, ClientData, Tensors, TrainContext, Upload
 from spikefed.fl.local import Penalty, local_train
 from spikefed.fl.objective import LocalObjective
@@ -52,5 +51,5 @@ class FedAvg(Algorithm):
     def aggregate(
         self, server_state: dict[str, Any], uploads: list[Upload]
     ) -> tuple[dict[str, Any], Tensors]:
-        params = weighted_average(uploads)
+        params = self.combine(uploads)
         return {**server_state, "params": params}, params

@@ -87,21 +87,3 @@ def trimmed_mean(uploads: Sequence[Upload], trim: int,
     if trim < 0 or 2 * trim >= n:
         raise ValueError(f"trim={trim} must satisfy 0 <= 2*trim < n={n} uploads")
     return _coordinatewise(uploads, keys, lambda s: s[trim:n - trim].mean(0))
-
-
-Aggregator = Callable[[Sequence[Upload], Sequence[str] | None], Tensors]
-
-
-def robust_aggregator(name: str, num_byzantine: int = 1) -> Aggregator:
-    """``'krum'``, ``'multi-krum'``, ``'median'`` or ``'trimmed-mean'`` as ``f(uploads, keys)``."""
-    if name == "krum":
-        return lambda ups, keys=None: krum(ups, num_byzantine, 1, keys)
-    if name == "multi-krum":
-        return lambda ups, keys=None: krum(ups, num_byzantine,
-                                           max(1, len(ups) - num_byzantine), keys)
-    if name == "median":
-        return coordinate_median
-    if name == "trimmed-mean":
-        return lambda ups, keys=None: trimmed_mean(ups, num_byzantine, keys)
-    raise ValueError(f"aggregator={name!r} is unknown; choose krum, multi-krum, median or "
-                     "trimmed-mean")

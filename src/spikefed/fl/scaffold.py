@@ -17,7 +17,6 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from spikefed.fl.aggregation import weighted_average
 from spikefed.fl.base import Algorithm, ClientData, Tensors, TrainContext, Upload
 from spikefed.fl.fedavg import clone_state
 from spikefed.fl.local import local_train
@@ -101,7 +100,7 @@ class Scaffold(Algorithm):
         self, server_state: dict[str, Any], uploads: list[Upload]
     ) -> tuple[dict[str, Any], Tensors]:
         x, c = server_state["params"], server_state["control"]
-        delta = weighted_average(uploads, [DELTA + k for k in x])
+        delta = self.combine(uploads, [DELTA + k for k in x])
         new_x = {}
         for k, v in x.items():
             d = delta[DELTA + k]

@@ -29,7 +29,6 @@ from torch import nn
 
 from spikefed.convert import bn_pairs, convert_ann_to_snn, spiking_copy, unfold_bn_weight
 from spikefed.convert.trace import LAYERS
-from spikefed.fl.aggregation import weighted_average
 from spikefed.fl.base import Algorithm, ClientData, Tensors, TrainContext, Upload
 from spikefed.fl.fedavg import FedAvg, clone_state
 from spikefed.fl.fedprox import FedProx
@@ -96,10 +95,10 @@ class SNFL(Algorithm):
     ) -> tuple[dict[str, Any], Tensors]:
         layout = server_state["layout"]
         snn_keys = [k for k in uploads[0].tensors if k.startswith(SNN)]
-        snn = {k[len(SNN):]: v for k, v in weighted_average(uploads, snn_keys).items()}
+        snn = {k[len(SNN):]: v for k, v in self.combine(uploads, snn_keys).items()}
         recovered = [Upload(u.client_id, self.recover_ann(u.tensors, layout), u.num_samples)
                      for u in uploads]
-        broadcast = weighted_average(recovered)
+        broadcast = self.combine(recovered)
         return {**server_state, "snn": snn, "ann": broadcast}, broadcast
 
     def recover_ann(self, tensors: Tensors, layout: dict[str, Any]) -> Tensors:

@@ -29,6 +29,12 @@ class DelegatingAlgorithm(Algorithm):
                   ) -> tuple[dict[str, Any], Tensors]:
         return self.base.aggregate(server_state, uploads)
 
+    def combine(self, uploads: Any, keys: Any = None) -> Tensors:
+        return self.base.combine(uploads, keys)
+
+    def use_combiner(self, combiner: Any) -> None:
+        self.base.use_combiner(combiner)
+
     def server_model_state(self, server_state: dict[str, Any]) -> Tensors | None:
         return self.base.server_model_state(server_state)
 

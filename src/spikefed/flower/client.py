@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
@@ -26,6 +27,7 @@ from spikefed.flower.records import (
     reply_content,
     save_client_state,
 )
+from spikefed.rounds.evaluation import RoundEvaluator
 
 FederationFn = Callable[[Context], Federation]
 
@@ -63,7 +65,8 @@ def make_client_app(app_dir: str | Path | None = None,
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        """Run `client_update` on this node's data; reply with the upload only."""
+        """Run `client_update` on this node's data; reply with the upload (and, in rounds
+        that evaluate clients, this client's own evaluation: `spikefed.rounds.evaluation`)."""
         fed, pid = node(context)
         config = msg.content.config_records[CONFIG]
         if config.get(CLIENT_ID) != pid:
@@ -75,6 +78,11 @@ def make_client_app(app_dir: str | Path | None = None,
             pid, broadcast, load_client_state(context), fed.clients[pid],
             fed.train_context(round_idx))
         save_client_state(context, state)
+        evaluator = RoundEvaluator(fed)
+        if evaluator.clients_due(round_idx):  # only this node holds the client's state
+            evaluation = evaluator.client(fed.algorithm, upload, state)
+            if evaluation is not None:
+                upload = replace(upload, metrics={**upload.metrics, **evaluation.as_metrics()})
         return Message(reply_content(upload), reply_to=msg)
 
     return app

@@ -16,8 +16,8 @@ from spikefed.experiment import Federation, build_federation
 from spikefed.flower.appconfig import experiment_config
 from spikefed.flower.strategy import SpikefedStrategy
 from spikefed.report.sinks import publish_run, require_sinks
-from spikefed.sim.checkpoint import atomic_write_bytes
-from spikefed.sim.engine import summarize
+from spikefed.rounds.files import atomic_write_bytes
+from spikefed.rounds.summary import summarize
 
 SERVER_MODEL_FILE = "server_model.pt"
 

@@ -20,13 +20,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from spikefed.experiment import Federation, round_lr
-from spikefed.fl.base import Tensors, Upload, payload_bytes
+from spikefed.fl.base import Tensors, payload_bytes
 from spikefed.flower.appconfig import require_flower_support
 from spikefed.flower.records import (
     CONFIG,
@@ -37,10 +36,11 @@ from spikefed.flower.records import (
 )
 from spikefed.flower.registry import NodeRegistry
 from spikefed.report.metrics import MetricsLog
-from spikefed.sim.divergence import loss_limit, screen_losses
-from spikefed.sim.engine import sample_clients
-from spikefed.sim.evaluate import evaluate
-from spikefed.sim.validation import Clip, Rejection, UploadValidator, require_quorum
+from spikefed.rounds.evaluation import ClientEval, RoundEvaluator
+from spikefed.rounds.pipeline import RoundIntake, UploadPipeline
+from spikefed.rounds.record import round_record
+from spikefed.rounds.sampling import sample_clients
+from spikefed.rounds.validation import Rejection
 
 log = logging.getLogger("spikefed.flower")
 
@@ -54,7 +54,9 @@ class SpikefedStrategy(Strategy):
         self.cfg = require_flower_support(federation.cfg)
         model = federation.initial_model()
         self.server_state, self.broadcast = federation.algorithm.init_server(model)
-        self.validator = UploadValidator.for_config(federation.algorithm, model, self.cfg.train)
+        self.pipeline = UploadPipeline.for_config(self.cfg, federation.algorithm, model,
+                                                  len(federation.classes))
+        self.evaluator = RoundEvaluator(federation)
         self.metrics = MetricsLog(Path(out_dir) / "metrics.jsonl") if out_dir else None
         self.node_wait_s = node_wait_s
         self.registry = NodeRegistry(len(federation.clients))
@@ -100,12 +102,15 @@ class SpikefedStrategy(Strategy):
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Validate replies, aggregate the valid ones, evaluate and log the round."""
+        """Validate replies, aggregate the valid ones, evaluate and log the round.
+
+        With `train.eval_clients`, each client evaluated its own local model after training
+        (it alone holds its private state) and sent the numbers in its reply.
+        """
         alg = self.fed.algorithm
-        uploads: list[Upload] = []
-        rejected: list[Rejection] = self._refusals
+        intake = RoundIntake(rejected=self._refusals)
         self._refusals = []
-        clipped: list[Clip] = []
+        client_evals: dict[int, ClientEval | None] = {}
         answered: set[int] = set()
         for msg in replies:
             node = msg.metadata.src_node_id
@@ -114,52 +119,35 @@ class SpikefedStrategy(Strategy):
                 why = ("is bound to no partition" if cid is None else
                        f"holds client {cid}, which " + ("already replied" if cid in answered
                                                         else "was not sent work this round"))
-                rejected.append(Rejection(-1 if cid is None else cid,
-                                          f"reply from node {node} refused: the node {why}"))
+                intake.rejected.append(Rejection(-1 if cid is None else cid,
+                                                 f"reply from node {node} refused: the node "
+                                                 f"{why}"))
                 continue
             answered.add(cid)
             if msg.has_error():
-                rejected.append(Rejection(cid, f"client failed: {msg.error.reason}"))
+                intake.rejected.append(Rejection(cid, f"client failed: {msg.error.reason}"))
                 continue
             try:
                 upload = upload_from_reply(msg.content, cid)
             except ValueError as exc:
-                rejected.append(Rejection(cid, f"malformed reply: {exc}"))
+                intake.rejected.append(Rejection(cid, f"malformed reply: {exc}"))
                 continue
-            verdict = self.validator.judge(upload, cid, broadcast=self.broadcast,
-                                           partition_size=len(self.fed.clients[cid]))
-            if verdict.upload is not None:
-                uploads.append(verdict.upload)
-                clipped += [verdict.clip] if verdict.clip else []
-            else:
-                rejected.append(verdict.rejection)
-        rejected += [Rejection(cid, "no reply before the round timeout")
-                     for cid in self._sent if cid not in answered]
-        uploads = screen_losses(server_round, uploads, {}, rejected, self.cfg.train.divergence,
-                                loss_limit(len(self.fed.classes), self.cfg.train.divergence_factor))
-        for r in rejected:
-            log.warning("round %d: rejected client %d: %s", server_round, r.client, r.reason)
-        for c in clipped:
-            log.warning("round %d: clipped client %d's update from norm %.4g to %.4g",
-                        server_round, c.client, c.norm, c.bound)
-        uploads.sort(key=lambda u: u.client_id)  # aggregation order = in-process order
-        require_quorum(server_round, len(uploads), self.cfg.train.min_clients, rejected)
-        aggregated = len(uploads) >= self.cfg.train.min_clients
-        if aggregated:
-            self.server_state, self.broadcast = alg.aggregate(self.server_state, uploads)
+            client_evals[cid] = ClientEval.from_metrics(upload.metrics)
+            self.pipeline.receive(intake, upload, cid, self.broadcast,
+                                  len(self.fed.clients[cid]))
+        intake.rejected += [Rejection(cid, "no reply before the round timeout")
+                            for cid in self._sent if cid not in answered]
+        intake.uploads.sort(key=lambda u: u.client_id)  # aggregation order = in-process order
+        self.pipeline.close(server_round, intake)
+        self.server_state, self.broadcast, aggregated = self.pipeline.aggregate(
+            server_round, alg, self.server_state, self.broadcast, intake)
         chosen, stragglers = self._chosen
-        record: dict[str, Any] = {
-            "round": server_round, "lr": round_lr(self.cfg, server_round),
-            "participants": len(chosen), "uploads": len(uploads),
-            "stragglers": len(stragglers), "aggregated": aggregated,
-            "bytes_up": sum(u.nbytes for u in uploads),
-            "bytes_down": self._bytes_down,
-            "train_loss_mean": _mean([u.metrics.get("train_loss") for u in uploads]),
-            "rejected": [r.as_record() for r in rejected],
-            "clipped": [c.as_record() for c in clipped],
-        }
-        if server_round % self.cfg.train.eval_every == 0 or server_round == self.cfg.train.rounds:
-            record.update(self._evaluate())
+        record = round_record(server_round, round_lr(self.cfg, server_round), chosen, stragglers,
+                              intake, self._bytes_down, aggregated, alg, self.server_state,
+                              self.pipeline.aggregator.select is not None)
+        if self.evaluator.due(server_round):
+            record.update(self.evaluator.record(alg, self.server_state, intake.uploads,
+                                                client_evals))
         record["wall_s"] = time.perf_counter() - self._start
         self.records.append(record)
         if self.metrics is not None:
@@ -189,17 +177,6 @@ class SpikefedStrategy(Strategy):
         model = self.fed.algorithm.server_model(self.server_state, self.fed.model_fn)
         return None if model is None else {k: v.detach().clone()
                                            for k, v in model.state_dict().items()}
-
-    def _evaluate(self) -> dict[str, Any]:
-        model = self.fed.algorithm.server_model(self.server_state, self.fed.model_fn)
-        if model is None:
-            return {}
-        res = evaluate(model, self.fed.test_x, self.fed.test_y, self.cfg.train.eval_batch_size,
-                       self.fed.device, count_activity=True)
-        return {"server_acc": res.accuracy, "server_loss": res.loss,
-                "spikes_per_sample": res.spikes_per_sample,
-                "synops_per_sample": res.synops_per_sample,
-                "macs_per_sample": res.macs_per_sample}
 
     def _discover(self, grid: Grid) -> None:
         """Ask every node which client it holds (once), waiting for all clients to connect."""
@@ -238,7 +215,3 @@ def _claimed_partition(reply: Message) -> Any:
     config = reply.content.config_records.get(CONFIG)
     return None if config is None else config.get(PARTITION_ID)
 
-
-def _mean(values: list[float | None]) -> float | None:
-    vals = [v for v in values if v is not None]
-    return float(np.mean(vals)) if vals else None

@@ -12,6 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from spikefed.rounds.files import atomic_write_bytes
+
 
 class MetricsError(ValueError):
     """A metrics file that cannot be read (phrased for the user, naming the file and line)."""
@@ -89,8 +91,6 @@ class MetricsLog:
         A last line without its newline is an append a crash cut short: it is dropped.
         Damaged complete lines raise `MetricsError`.
         """
-        from spikefed.sim.checkpoint import atomic_write_bytes
-
         if not self.path.exists():
             return []
         try:

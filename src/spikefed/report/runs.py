@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from spikefed.report.metrics import MetricsError, read_metrics
+from spikefed.rounds.summary import summarize
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -65,8 +66,6 @@ def _read_metrics_lenient(path: Path) -> list[dict[str, Any]]:
 
 def load_run(path: str | Path) -> RunData:
     """Load ``path``; missing pieces are left empty and a missing summary is recomputed."""
-    from spikefed.sim.engine import summarize  # lazy: the engine imports this package
-
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"run directory {path} does not exist")

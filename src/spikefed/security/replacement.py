@@ -93,6 +93,12 @@ class ModelReplacement(Algorithm):
     ) -> tuple[dict[str, Any], Tensors]:
         return self.inner.aggregate(server_state, uploads)
 
+    def combine(self, uploads: Any, keys: Any = None) -> Tensors:
+        return self.inner.combine(uploads, keys)
+
+    def use_combiner(self, combiner: Any) -> None:
+        self.inner.use_combiner(combiner)
+
     def server_model_state(self, server_state: dict[str, Any]) -> Tensors | None:
         return self.inner.server_model_state(server_state)
 

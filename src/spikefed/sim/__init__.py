@@ -1,5 +1,5 @@
 """The in-process simulation engine."""
 
-from spikefed.sim.engine import Simulation, sample_clients, summarize
+from spikefed.sim.engine import Simulation
 
-__all__ = ["Simulation", "sample_clients", "summarize"]
+__all__ = ["Simulation"]

@@ -15,7 +15,6 @@ import errno
 import hashlib
 import io
 import json
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -23,9 +22,10 @@ from typing import Any
 
 import torch
 
+from spikefed.rounds.files import TMP_MARKER, atomic_write_bytes
+
 CHECKPOINT_FILE = "state.pt"
 CHECKSUM_FILE = "state.pt.sha256.json"
-TMP_MARKER = ".tmp-"
 
 
 class CheckpointError(ValueError):
@@ -34,25 +34,6 @@ class CheckpointError(ValueError):
 
 class StateWriteError(OSError):
     """Writing run state failed (disk full, I/O error); the last good checkpoint is intact."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so a reader sees the old or the new file, never a torn one.
-
-    On any OSError (disk full, I/O error) the temporary file is removed, `path` is left as it
-    was and the error is re-raised.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}{TMP_MARKER}{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def remove_stale_temporaries(directory: Path) -> list[Path]:

@@ -9,7 +9,16 @@ from spikefed.snn.encoders import (
     RateEncoder,
     encode,
 )
-from spikefed.snn.neurons import IF, LIF, NEURONS, Decay, SpikingNeuron, Threshold, make_neuron
+from spikefed.snn.neurons import (
+    IF,
+    LIF,
+    NEURONS,
+    Decay,
+    SpikingNeuron,
+    Threshold,
+    make_neuron,
+    register_neuron,
+)
 from spikefed.snn.surrogate import (
     SURROGATES,
     ATanSpike,
@@ -33,6 +42,7 @@ __all__ = [
     "LIF",
     "LatencyEncoder",
     "NEURONS",
+    "register_neuron",
     "RateEncoder",
     "SURROGATES",
     "SigmoidSpike",

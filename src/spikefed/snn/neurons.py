@@ -185,7 +185,22 @@ class IF(LIF):
         )
 
 
-NEURONS: dict[str, type[SpikingNeuron]] = {"lif": LIF, "if": IF}
+NEURONS: dict[str, type[SpikingNeuron]] = {}
+
+
+def register_neuron(name: str, cls: type[SpikingNeuron]) -> None:
+    """Make neuron class `cls` available as `model.neuron.type: <name>`; its `__init__`
+    keywords are the `model.neuron` options it takes (others are left out)."""
+    NEURONS[name] = cls
+
+
+def neuron_options(name: str) -> set[str]:
+    """The keyword options registered neuron `name`'s constructor accepts."""
+    return set(inspect.signature(NEURONS[name].__init__).parameters) - {"self"}
+
+
+register_neuron("lif", LIF)
+register_neuron("if", IF)
 
 
 def make_neuron(cfg: dict[str, Any] | None = None) -> SpikingNeuron:

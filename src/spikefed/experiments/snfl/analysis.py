@@ -13,6 +13,7 @@ from spikefed.fl.aggregation import weighted_average
 from spikefed.fl.base import Algorithm, Tensors, Upload
 from spikefed.fl.robust import coordinate_median, flatten_uploads, krum, krum_scores, trimmed_mean
 from spikefed.fl.snfl import SNFL, SNN, inferred_biases
+from spikefed.rounds.evaluate import evaluate
 from spikefed.security import (
     ModelReplacement,
     Trigger,
@@ -23,7 +24,6 @@ from spikefed.security import (
     separation_ratio,
     threshold_vectors,
 )
-from spikefed.sim.evaluate import evaluate
 
 
 class Recorder(Algorithm):

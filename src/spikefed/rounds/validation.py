@@ -4,7 +4,7 @@ Structure: keys, shapes, dtypes, plain dense tensors (no sparse, meta, quantized
 tensors, no tensor subclasses, no `None`), finite values, size. Substance: `num_samples` must
 equal the size of the client's partition as the server knows it (aggregation weights by it),
 no float value may exceed `train.max_upload_abs` in magnitude, and the update's L2 norm
-(upload - broadcast, `spikefed.sim.update_norm`) may be bounded by `train.update_norm_bound`
+(upload - broadcast, `spikefed.rounds.update_norm`) may be bounded by `train.update_norm_bound`
 (policy `reject` or `clip`). A bad upload never reaches `Algorithm.aggregate`: it is rejected
 with a reason that names the client and the tensor. A round goes on while at least
 `train.min_clients` valid uploads remain; below that quorum, a round that lost uploads to
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from spikefed.fl.base import Algorithm, Tensors, Upload
-from spikefed.sim.update_norm import clip_update, update_norm
+from spikefed.rounds.update_norm import clip_update, update_norm
 
 if TYPE_CHECKING:
     from spikefed.config import TrainConfig

@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from spikefed.fl.base import Upload
-from spikefed.sim.validation import Rejection
+from spikefed.rounds.validation import Rejection
 
 
 class DivergenceError(ValueError):

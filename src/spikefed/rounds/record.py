@@ -1,0 +1,38 @@
+"""The round's metrics record (one line of metrics.jsonl), built the same way by both engines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from spikefed.fl.base import Algorithm
+from spikefed.rounds.pipeline import RoundIntake
+
+
+def mean_or_none(values: list[float | None]) -> float | None:
+    """The mean of the values that are not None (None if there are none)."""
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def round_record(round_idx: int, lr: float, chosen: list[int], stragglers: list[int],
+                 intake: RoundIntake, bytes_down: int, aggregated: bool, algorithm: Algorithm,
+                 server_state: dict[str, Any], filters: bool) -> dict[str, Any]:
+    """The record of a round before its evaluation part (`RoundEvaluator.record`) and wall time.
+
+    `filters`: the configured aggregator filters uploads, so the record lists what it left
+    out under `aggregator_rejected`.
+    """
+    record: dict[str, Any] = {
+        "round": round_idx, "lr": lr, "participants": len(chosen),
+        "uploads": len(intake.uploads), "stragglers": len(stragglers), "aggregated": aggregated,
+        "bytes_up": intake.bytes_up, "bytes_down": bytes_down,
+        "train_loss_mean": mean_or_none([u.metrics.get("train_loss") for u in intake.uploads]),
+        "rejected": [bad.as_record() for bad in intake.rejected],
+        "clipped": [clip.as_record() for clip in intake.clipped],
+    }
+    if filters:
+        record["aggregator_rejected"] = [d.as_record() for d in intake.dropped]
+    record.update(algorithm.round_metrics(server_state))
+    return record
