@@ -17,6 +17,7 @@ from typing import Any
 from spikefed.config import ExperimentConfig, load_config, validate_config
 from spikefed.experiment import Federation, build_federation
 from spikefed.flower.records import NUM_PARTITIONS, PARTITION_ID
+from spikefed.flower.synchronous import require_synchronous
 
 
 def experiment_config(run_config: Mapping[str, Any], app_dir: Path | None,
@@ -30,7 +31,7 @@ def experiment_config(run_config: Mapping[str, Any], app_dir: Path | None,
     overrides = [s.strip() for s in str(run_config.get("set", "")).split(";") if s.strip()]
     if node_config and node_config.get("data-root"):
         overrides.append(f"data.root={node_config['data-root']}")
-    return load_config(path, overrides)
+    return require_synchronous(load_config(path, overrides))
 
 
 @lru_cache(maxsize=4)
