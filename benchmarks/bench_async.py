@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from spikefed.config import validate_config
+from spikefed.config import ClockConfig, validate_config
 from spikefed.report.figures import line_png
 from spikefed.report.metrics import read_metrics
 from spikefed.sim import Simulation, sample_clients
@@ -42,10 +42,9 @@ def configs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     }
 
 
-def sync_times(cfg, sim: Simulation, records: list[dict[str, Any]]) -> list[float]:
+def sync_times(clock: ClockConfig, sim: Simulation, records: list[dict[str, Any]]
+               ) -> list[float]:
     """Virtual end time of each synchronous round on the asynchronous runs' devices."""
-    clock = validate_config({"asynchronous": {"clock": {
-        "slow_fraction": cfg["slow_fraction"], "slowdown": cfg["slowdown"]}}}).asynchronous.clock
     n = len(sim.fed.clients)
     devices = draw_devices(clock, n, sim.cfg.seed)
     sizes = [len(c) for c in sim.fed.clients]
@@ -83,8 +82,8 @@ def main() -> None:
             times = [r["virtual_time_s"] for r in records]
             updates = [r["updates"] for r in records]
         else:
-            times = sync_times({"slow_fraction": args.slow_fraction,
-                                "slowdown": args.slowdown}, sim, records)
+            clock = ClockConfig(slow_fraction=args.slow_fraction, slowdown=args.slowdown)
+            times = sync_times(clock, sim, records)
             updates = [10 * r["round"] for r in records]
         evals = [(t, u, r["server_acc"]) for t, u, r in zip(times, updates, records, strict=True)
                  if r.get("server_acc") is not None]
@@ -107,7 +106,7 @@ def main() -> None:
               f"{row['staleness_max']} | {row['wall_s']:.0f} |")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "results.json").write_text(json.dumps(rows, indent=2))
-    line_png(curves, args.png, xlabel="virtual time (s)", ylabel="server accuracy",
+    line_png(curves, args.png, xlabel="virtual time (s)", ylabel="server accuracy (2000 test)",
              title=f"{int(args.slow_fraction * 100)} % of devices {args.slowdown:g}x slower",
              size=(6, 3.8))
     print(f"wrote {args.png}")

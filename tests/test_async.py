@@ -22,6 +22,14 @@ TINY = ["data.num_clients=4", "data.test_subset=100", "model.T=2", "model.kwargs
 EQUAL = ["asynchronous.clock.speed_sigma=0", "asynchronous.clock.latency_sigma=0"]
 
 
+@pytest.fixture
+def no_reports(monkeypatch):
+    """Skip curves.png and report.html (matplotlib, most of a tiny run's time); the CLI test
+    keeps them."""
+    monkeypatch.setattr("spikefed.sim.engine.plot_curves", lambda *a, **k: None)
+    monkeypatch.setattr("spikefed.sim.engine.publish_run", lambda *a, **k: None)
+
+
 def _cfg(*extra: str):
     return load_config(overrides=[*TINY, *extra])
 
@@ -33,8 +41,10 @@ def _trim(sim, n: int = 48):
     return sim
 
 
-def _async(cfg, out):
-    return _trim(AsyncSimulation(cfg, out))
+def _async(cfg, out, federation=None):
+    """An asynchronous simulation; pass the first one's `fed` to skip rebuilding the data."""
+    sim = AsyncSimulation(cfg, out, federation)
+    return sim if federation is not None else _trim(sim)
 
 
 def _model(path) -> dict[str, torch.Tensor]:
@@ -50,11 +60,13 @@ def _events(path) -> list[tuple]:
              r["staleness_max"]) for r in read_metrics(path / "metrics.jsonl")]
 
 
+@pytest.mark.usefixtures("no_reports")
 def test_event_order_and_model_are_deterministic_for_a_seed(tmp_path) -> None:
     cfg = _cfg("asynchronous.updates=8", "asynchronous.concurrency=3",
                "asynchronous.clock.slow_fraction=0.25")
-    _async(cfg, tmp_path / "a").run()
-    _async(cfg, tmp_path / "b").run()
+    first = _async(cfg, tmp_path / "a")
+    first.run()
+    _async(cfg, tmp_path / "b", first.fed).run()
     assert _events(tmp_path / "a") == _events(tmp_path / "b")
     assert _same(_model(tmp_path / "a"), _model(tmp_path / "b"))
     times = [e[2] for e in _events(tmp_path / "a")]
@@ -64,6 +76,7 @@ def test_event_order_and_model_are_deterministic_for_a_seed(tmp_path) -> None:
     assert _events(tmp_path / "c") != _events(tmp_path / "a")
 
 
+@pytest.mark.usefixtures("no_reports")
 def test_simultaneous_arrivals_are_taken_in_client_id_order(tmp_path) -> None:
     cfg = _cfg("asynchronous.updates=4", "asynchronous.concurrency=4", *EQUAL)
     _async(cfg, tmp_path).run()
@@ -88,6 +101,7 @@ def test_staleness_weights_follow_the_schedule_exactly(schedule, a, b, expected)
         staleness_weight(cfg, -1)
 
 
+@pytest.mark.usefixtures("no_reports")
 def test_fedasync_step_mixes_the_client_model_with_alpha(tmp_path) -> None:
     """First update (staleness 0): w1 = (1 - alpha) w0 + alpha w_client, exactly."""
     cfg = _cfg("asynchronous.updates=3", "asynchronous.concurrency=1", "asynchronous.alpha=0.3")
@@ -102,6 +116,7 @@ def test_fedasync_step_mixes_the_client_model_with_alpha(tmp_path) -> None:
     assert not _same(expected, w0)
 
 
+@pytest.mark.usefixtures("no_reports")
 def test_fedbuff_with_everyone_in_one_buffer_is_a_fedavg_round(tmp_path) -> None:
     """K = concurrency = all clients, equal devices (no stragglers), constant staleness,
     server_lr 1: the first server step is sync FedAvg's round 1. FedBuff adds the sample-
@@ -122,17 +137,19 @@ def test_fedbuff_with_everyone_in_one_buffer_is_a_fedavg_round(tmp_path) -> None
         (1, 4, 0)]
 
 
+@pytest.mark.usefixtures("no_reports")
 @pytest.mark.parametrize("mode", ["fedasync", "fedbuff"])
 def test_resume_reproduces_the_uninterrupted_async_run(tmp_path, mode) -> None:
     cfg = _cfg(f"asynchronous.mode={mode}", "asynchronous.updates=9",
                "asynchronous.concurrency=3", "asynchronous.buffer_size=2",
                "asynchronous.clock.slow_fraction=0.25", "train.eval_every=2")
-    _async(cfg, tmp_path / "full").run()
-    _async(cfg, tmp_path / "split").run(stop_after=2)
+    full = _async(cfg, tmp_path / "full")
+    full.run()
+    _async(cfg, tmp_path / "split", full.fed).run(stop_after=2)
     ckpt = load_checkpoint(tmp_path / "split" / "checkpoint")
     assert ckpt["round"] == 2 and len(ckpt["async"]["in_flight"]) == 3
     assert ckpt["async"]["models"]  # the versions in-flight clients were dispatched with
-    _async(cfg, tmp_path / "split").run(resume=True)
+    _async(cfg, tmp_path / "split", full.fed).run(resume=True)
     assert _same(_model(tmp_path / "full"), _model(tmp_path / "split"))
 
     def strip(path):
@@ -143,6 +160,7 @@ def test_resume_reproduces_the_uninterrupted_async_run(tmp_path, mode) -> None:
     assert strip(tmp_path / "full")[-1]["updates"] == 9
 
 
+@pytest.mark.usefixtures("no_reports")
 def test_slow_devices_compute_slowdown_times_longer_and_arrive_late(tmp_path) -> None:
     clock = _cfg("asynchronous.concurrency=2",
                  "asynchronous.clock.slow_fraction=0.2").asynchronous.clock
@@ -165,6 +183,7 @@ def test_slow_devices_compute_slowdown_times_longer_and_arrive_late(tmp_path) ->
     assert sum(c not in slow for c in arrived) >= 6
 
 
+@pytest.mark.usefixtures("no_reports")
 def test_async_uploads_are_validated(tmp_path) -> None:
     cfg = _cfg("asynchronous.updates=3", "asynchronous.concurrency=2",
                "train.max_upload_bytes=16")
