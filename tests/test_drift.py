@@ -10,7 +10,7 @@ import torch
 from spikefed.config import ConfigError, load_config
 from spikefed.drift import Consolidation, DriftSchedule, TaskSlot, forgetting
 from spikefed.experiment import build_federation
-from spikefed.flower.appconfig import require_flower_support
+from spikefed.flower.support import require_flower_support
 from spikefed.report import read_metrics
 from spikefed.sim import Simulation
 from spikefed.sim.checkpoint import load_checkpoint

@@ -398,6 +398,49 @@ class DriftConfig(Strict):
                              "drift.consolidation='none'; set drift.consolidation=ewc or "
                              "proximal, or drift.strength=0")
         return self
+#: Algorithms the asynchronous engine runs: they upload whole models, so a client's update is
+#: its upload minus the model version it was dispatched with (docs/async.md).
+ASYNC_ALGORITHMS = ("fedavg", "fedprox")
+
+
+class ClockConfig(Strict):
+    """The virtual clock of asynchronous runs: each device's speed and link latency, drawn
+    once per device from the run's seed (docs/async.md)."""
+
+    seconds_per_sample: float = Field(0.01, gt=0, description="virtual compute time of one "
+                                      "training sample-epoch on a device of speed 1")
+    speed_sigma: float = Field(0.5, ge=0, description="lognormal spread (sigma of ln speed, "
+                               "median 1) of the devices' compute speeds")
+    slow_fraction: float = Field(0.0, ge=0, le=1, description="fraction of devices (rounded "
+                                 "to whole devices) that are very slow")
+    slowdown: float = Field(10.0, ge=1, description="how many times slower the very slow "
+                            "devices compute")
+    latency_s: float = Field(0.5, ge=0, description="median one-way link latency (s), "
+                             "charged for the download and again for the upload")
+    latency_sigma: float = Field(0.5, ge=0, description="lognormal spread of the devices' "
+                                 "link latencies (0: all equal)")
+
+
+class AsyncConfig(Strict):
+    """Asynchronous FL on a virtual clock in the in-process engine (docs/async.md)."""
+
+    mode: Literal["fedasync", "fedbuff"] = Field(
+        "fedasync", description="fedasync (Xie et al. 2019: mix each arriving model into the "
+        "server model) or fedbuff (Nguyen et al. 2022: apply buffers of buffer_size deltas)")
+    updates: int = Field(100, ge=1, description="client updates (arrivals) the run lasts")
+    concurrency: int = Field(5, ge=1, description="clients training at once")
+    alpha: float = Field(0.6, gt=0, le=1, description="fedasync mixing weight before "
+                         "staleness weighting")
+    staleness: Literal["constant", "polynomial", "hinge"] = Field(
+        "polynomial", description="staleness weight s(t - tau): constant 1, polynomial "
+        "(t - tau + 1)^-staleness_a, hinge 1 up to staleness_b then "
+        "1 / (staleness_a (t - tau - staleness_b) + 1)")
+    staleness_a: float = Field(0.5, ge=0, description="exponent (polynomial) or slope (hinge)")
+    staleness_b: int = Field(4, ge=0, description="hinge: staleness still weighted 1")
+    buffer_size: int = Field(5, ge=1, description="fedbuff: uploads per server step (K)")
+    server_lr: float = Field(1.0, gt=0, description="fedbuff: server learning rate on the "
+                             "buffered mean delta")
+    clock: ClockConfig = ClockConfig()
 
 
 class ExperimentConfig(Strict):
@@ -416,6 +459,9 @@ class ExperimentConfig(Strict):
     hardware: HardwareConfig | None = None
     drift: DriftConfig | None = None
     aggregator: AggregatorConfig = AggregatorConfig()
+    asynchronous: AsyncConfig | None = Field(
+        None, description="run asynchronously on a virtual clock (in-process engine only); "
+        "null: synchronous rounds")
 
     @model_validator(mode="after")
     def _check_round_sizes(self) -> ExperimentConfig:
@@ -534,7 +580,6 @@ class ExperimentConfig(Strict):
                              "set train.vectorize=off (or auto)")
         return self
 
-
     @model_validator(mode="after")
     def _check_drift(self) -> ExperimentConfig:
         from spikefed.data.event_sets import is_event_dataset
@@ -555,6 +600,38 @@ class ExperimentConfig(Strict):
             if self.train.vectorize == "on":
                 raise ValueError(f"drift.consolidation={dr.consolidation!r} trains clients one "
                                  "by one; set train.vectorize=off (or auto)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_asynchronous(self) -> ExperimentConfig:
+        a = self.asynchronous
+        if a is None:
+            return self
+        if self.algorithm.name not in ASYNC_ALGORITHMS:
+            raise ValueError(f"asynchronous: does not support algorithm.name="
+                             f"{self.algorithm.name!r}; supported: {list(ASYNC_ALGORITHMS)} "
+                             "(remove the asynchronous section for synchronous rounds)")
+        clients = self.data.num_clients
+        if a.concurrency > clients:
+            raise ValueError(f"asynchronous.concurrency={a.concurrency} exceeds the {clients} "
+                             "client(s) of the federation (data.num_clients); lower it")
+        if a.mode == "fedbuff" and a.buffer_size > a.updates:
+            raise ValueError(f"asynchronous.buffer_size={a.buffer_size} exceeds "
+                             f"asynchronous.updates={a.updates}: the buffer would never fill")
+        unsupported = [(self.dp.level != "none", f"dp.level={self.dp.level!r}", "none"),
+                       (self.hardware is not None, "hardware", "null"),
+                       (self.train.vectorize == "on", "train.vectorize='on'", "off"),
+                       (self.drift is not None, "drift", "null"),
+                       (self.aggregator.name != "mean", f"aggregator.name="
+                        f"{self.aggregator.name!r}", "'mean'"),
+                       (self.train.lr_schedule != "constant" or self.train.lr_warmup_rounds > 0,
+                        "train.lr_schedule / train.lr_warmup_rounds", "constant / 0")]
+        for bad, key, fix in unsupported:
+            if bad:
+                raise ValueError(f"asynchronous: cannot be combined with {key} (the "
+                                 f"asynchronous engine trains one client at a time with a "
+                                 f"constant rate); set it to {fix} or remove the "
+                                 "asynchronous section")
         return self
 
 

@@ -18,10 +18,12 @@ def flower_app_command(
 ) -> None:
     """Create a Flower app (ServerApp + ClientApp) for `flwr run`; see docs/deploy.md."""
     from spikefed.config import dump_config, load_config
+    from spikefed.flower.support import require_flower_support
     from spikefed.flower.template import write_app
 
     with user_errors():
-        experiment = dump_config(load_config(config, overrides)) if config or overrides else None
+        experiment = (dump_config(require_flower_support(load_config(config, overrides)))
+                      if config or overrides else None)
         try:
             written = write_app(dest, experiment, overwrite=force)
         except FileExistsError as exc:

@@ -59,7 +59,7 @@ def run_command(
                                help="no progress display; print only the run directory"),
 ) -> None:
     """Run a federated experiment in process and write its run directory."""
-    from spikefed.sim import Simulation
+    from spikefed.sim.asynchronous import simulation_for
     from spikefed.sim.rundir import fresh_run_dir
 
     with user_errors(), _write_errors():
@@ -73,14 +73,17 @@ def run_command(
             cfg = _resolve(config, overrides, device, seed, data_root)
             default = Path("runs") / cfg.name
             out = out or (default if overwrite else fresh_run_dir(default))
-        sim = Simulation(cfg, out)
+        sim = simulation_for(cfg, out)
         if quiet:
             sim.run(resume=resume is not None, overwrite=overwrite)
             typer.echo(str(out))
             return
-        total = cfg.train.rounds
+        # progress in rounds, or in client updates for asynchronous runs (docs/async.md)
+        unit, total = (("updates", cfg.asynchronous.updates) if cfg.asynchronous
+                       else ("round", cfg.train.rounds))
         with progress_bar(eta=True) as bar:
-            rounds = bar.add_task("rounds", total=total, info="")
+            rounds = bar.add_task("rounds" if unit == "round" else "updates", total=total,
+                                  info="")
             clients = bar.add_task("clients", total=None, info="")
             before: list[int] = []
 
@@ -94,8 +97,8 @@ def run_command(
                     acc = rec.get("server_acc")
                     info = f"acc {acc:.3f}" if acc is not None else ""
                     if not before:  # rounds done before this process (a resumed run)
-                        before.append(rec["round"] - 1)
-                    bar.update(rounds, completed=rec["round"], info=info, at=bar.get_time(),
+                        before.append(rec[unit] - (1 if unit == "round" else len(rec["arrived"])))
+                    bar.update(rounds, completed=rec[unit], info=info, at=bar.get_time(),
                                base=before[0])
                     bar.reset(clients, total=None, info="")
 

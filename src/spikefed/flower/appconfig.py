@@ -14,9 +14,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from spikefed.config import ConfigError, ExperimentConfig, load_config, validate_config
+from spikefed.config import ExperimentConfig, load_config, validate_config
 from spikefed.experiment import Federation, build_federation
 from spikefed.flower.records import NUM_PARTITIONS, PARTITION_ID
+from spikefed.flower.support import require_flower_support
 
 
 def experiment_config(run_config: Mapping[str, Any], app_dir: Path | None,
@@ -31,15 +32,6 @@ def experiment_config(run_config: Mapping[str, Any], app_dir: Path | None,
     if node_config and node_config.get("data-root"):
         overrides.append(f"data.root={node_config['data-root']}")
     return require_flower_support(load_config(path, overrides))
-
-
-def require_flower_support(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Reject config sections only the in-process engine runs (`drift:`); return `cfg`."""
-    if cfg.drift is not None:
-        raise ConfigError("drift: (continual learning under a task schedule) runs only in the "
-                          "in-process engine, which gives clients each round's task data; run "
-                          "it with `spikefed run`, or remove the drift section for Flower")
-    return cfg
 
 
 @lru_cache(maxsize=4)

@@ -15,6 +15,7 @@ from spikefed.config import dump_config
 from spikefed.experiment import Federation, build_federation
 from spikefed.flower.appconfig import experiment_config
 from spikefed.flower.strategy import SpikefedStrategy
+from spikefed.flower.support import require_flower_support
 from spikefed.report.sinks import publish_run, require_sinks
 from spikefed.rounds.files import atomic_write_bytes
 from spikefed.rounds.summary import summarize
@@ -30,6 +31,7 @@ def run_federation(grid: Grid, federation: Federation, out_dir: str | Path | Non
     With `out_dir`, writes `config.yaml`, `metrics.jsonl` (one line a round, as the
     in-process engine), `summary.json` and the final server model (`server_model.pt`).
     """
+    require_flower_support(federation.cfg)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         require_sinks(federation.cfg.report)  # a missing sink library fails before training

@@ -26,7 +26,6 @@ from flwr.serverapp.strategy import Strategy
 
 from spikefed.experiment import Federation, round_lr
 from spikefed.fl.base import Tensors, payload_bytes
-from spikefed.flower.appconfig import require_flower_support
 from spikefed.flower.records import (
     CONFIG,
     PARTITION_ID,
@@ -35,6 +34,7 @@ from spikefed.flower.records import (
     upload_from_reply,
 )
 from spikefed.flower.registry import NodeRegistry
+from spikefed.flower.support import require_flower_support
 from spikefed.report.metrics import MetricsLog
 from spikefed.rounds.evaluation import ClientEval, RoundEvaluator
 from spikefed.rounds.pipeline import RoundIntake, UploadPipeline

@@ -1,0 +1,319 @@
+"""Asynchronous FL on a virtual clock: FedAsync and FedBuff in the in-process engine.
+
+`concurrency` clients train at once, each from the server model version current when it was
+dispatched. Uploads arrive in virtual-time order (ties: lower client id first); each is
+judged by the run's `UploadValidator` and divergence screen, then mixed into the server model
+(FedAsync, Xie et al. 2019: w <- (1 - a) w + a w_client, a = alpha s(t - tau)) or buffered as
+a delta until `buffer_size` are in (FedBuff, Nguyen et al. 2022: w <- w + server_lr
+sum_i n_i s(t - tau_i) / sum_j n_j (w_i - w_tau_i)). After each arrival an idle client is
+dispatched with the then-current model, until `asynchronous.updates` client updates are
+dispatched. `metrics.jsonl` gets one record per server model update (its `round` is the record
+number, `model_version` the server version) plus a last one at the end of the budget, with
+`virtual_time_s`, `updates` (arrivals so far) and staleness statistics; evaluation every
+`train.eval_every` records and at the end. The checkpoint holds the event queue, the model
+versions in-flight clients were dispatched with, the clock and the counters; every random
+choice is drawn from (seed, counter), so resuming reproduces the uninterrupted run bit for bit.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spikefed.config import ExperimentConfig
+from spikefed.experiment import Federation
+from spikefed.fl.base import Tensors, Upload, payload_bytes
+from spikefed.rounds.divergence import loss_limit, screen_losses
+from spikefed.rounds.record import mean_or_none
+from spikefed.rounds.validation import Clip, Rejection
+from spikefed.sim.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from spikefed.sim.clock import draw_devices, next_client, staleness_weight, update_duration
+from spikefed.sim.engine import ProgressFn, RunState, Simulation
+from spikefed.sim.resume import check_checkpoint, check_metrics_complete
+from spikefed.sim.rundir import RunDirLock, check_fresh_start, clean_temporaries
+
+#: One in-flight client: (arrival time, client id, dispatched model version, the client's
+#: dispatch count, which seeds its local training as the round index does in sync runs).
+InFlight = tuple[float, int, int, int]
+
+
+@dataclass
+class AsyncState(RunState):
+    """RunState (`round` = records written) plus the virtual clock and the event queue."""
+
+    version: int = 0
+    now: float = 0.0
+    arrivals: int = 0
+    dispatches: int = 0
+    in_flight: list[InFlight] = field(default_factory=list)
+    models: dict[int, Tensors] = field(default_factory=dict)
+    client_rounds: dict[int, int] = field(default_factory=dict)
+    buffer: list[dict[str, Any]] = field(default_factory=list)
+
+    def async_part(self) -> dict[str, Any]:
+        """The fields a checkpoint stores beside the synchronous ones."""
+        return {"version": self.version, "now": self.now, "arrivals": self.arrivals,
+                "dispatches": self.dispatches, "in_flight": list(self.in_flight),
+                "models": self.models, "client_rounds": self.client_rounds,
+                "buffer": self.buffer}
+
+
+@dataclass
+class _Step:
+    """What happened since the last record (becomes the next one)."""
+
+    applied: list[Upload] = field(default_factory=list)
+    staleness: list[int] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    arrived: list[int] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    clipped: list[Clip] = field(default_factory=list)
+    losses: list[float | None] = field(default_factory=list)
+    bytes_up: int = 0
+    bytes_down: int = 0
+    dispatched: int = 0
+    stepped: bool = False
+
+
+class AsyncSimulation(Simulation):
+    """Runs an experiment with an `asynchronous:` section on a virtual clock."""
+
+    def __init__(self, cfg: ExperimentConfig, out_dir: str | Path,
+                 federation: Federation | None = None) -> None:
+        if cfg.asynchronous is None:
+            raise ValueError("AsyncSimulation needs a config with an asynchronous: section; "
+                             "use Simulation for synchronous rounds")
+        super().__init__(cfg, out_dir, federation)
+        self.acfg = cfg.asynchronous
+        self.devices = draw_devices(self.acfg.clock, len(self.fed.clients), cfg.seed)
+        self.ctx = self.fed.train_context(1)  # constant rate (config validation)
+        self.loss_limit = loss_limit(len(self.fed.classes), cfg.train.divergence_factor)
+
+    # ----- state --------------------------------------------------------------------------
+    def _fresh_state(self) -> AsyncState:
+        base = super()._fresh_state()
+        return AsyncState(0, base.server_state, base.broadcast, base.client_states)
+
+    def _checkpoint(self, state: RunState) -> None:
+        assert isinstance(state, AsyncState)
+        save_checkpoint(self.out / "checkpoint", {
+            "round": state.round, "server_state": state.server_state,
+            "broadcast": state.broadcast, "client_states": state.client_states,
+            "config": self.cfg.model_dump(mode="json"), "async": state.async_part(),
+        })
+
+    def _restore(self) -> AsyncState:
+        path = self.out / "checkpoint"
+        ckpt = load_checkpoint(path)
+        check_checkpoint(ckpt, self.cfg.model_dump(mode="json"), path)
+        part = ckpt.get("async")
+        if not isinstance(part, dict):
+            raise CheckpointError(f"checkpoint {path} has no asynchronous state (written by a "
+                                  "synchronous run?); restart the run with --overwrite")
+        kept = self.metrics.truncate_after(ckpt["round"])
+        check_metrics_complete(kept, ckpt["round"], self.metrics.path)
+        return AsyncState(ckpt["round"], ckpt["server_state"], ckpt["broadcast"],
+                          ckpt["client_states"], version=part["version"], now=part["now"],
+                          arrivals=part["arrivals"], dispatches=part["dispatches"],
+                          in_flight=[tuple(e) for e in part["in_flight"]],
+                          models=part["models"], client_rounds=part["client_rounds"],
+                          buffer=part["buffer"])
+
+    def done(self, state: AsyncState) -> bool:
+        """Whether every client update of the budget has arrived and been recorded."""
+        return state.arrivals >= self.acfg.updates and not state.buffer
+
+    # ----- events -------------------------------------------------------------------------
+    def _dispatch(self, state: AsyncState, step: _Step) -> None:
+        """Send the current model to the next idle client (drawn from seed and counter)."""
+        busy = {entry[1] for entry in state.in_flight}
+        idle = [c for c in range(len(self.fed.clients)) if c not in busy]
+        state.dispatches += 1
+        cid = next_client(self.cfg.seed, state.dispatches, idle)
+        state.client_rounds[cid] = state.client_rounds.get(cid, 0) + 1
+        state.models[state.version] = state.broadcast
+        duration = update_duration(self.acfg.clock, self.devices, cid, len(self.fed.clients[cid]),
+                                   self.cfg.train.local_epochs)
+        heapq.heappush(state.in_flight, (state.now + duration, cid, state.version,
+                                         state.client_rounds[cid]))
+        step.bytes_down += payload_bytes(state.broadcast)
+        step.dispatched += 1
+
+    def _train(self, cid: int, version_model: Tensors, client_round: int, state: AsyncState
+               ) -> tuple[Upload | None, dict[str, Any] | None, Rejection | None]:
+        """Client `cid`'s local update from the model it was dispatched with."""
+        self.ctx.round = client_round
+        try:
+            upload, new_state, _ = self.fed.algorithm.client_update(
+                cid, version_model, state.client_states[cid], self.fed.clients[cid], self.ctx)
+        except Exception as exc:  # a failing client must not end the federation
+            return None, None, Rejection(cid, f"client_update raised {type(exc).__name__}: "
+                                              f"{exc}")
+        return upload, new_state, None
+
+    def _arrive(self, state: AsyncState, step: _Step) -> None:
+        """Process the earliest arrival: train, judge, then apply or buffer its update."""
+        arrival, cid, version, client_round = heapq.heappop(state.in_flight)
+        state.now = arrival
+        state.arrivals += 1
+        step.arrived.append(cid)
+        dispatched_model = state.models[version]
+        upload, new_state, failure = self._train(cid, dispatched_model, client_round, state)
+        if failure is None:
+            verdict = self.pipeline.validator.judge(upload, cid, broadcast=dispatched_model,
+                                           partition_size=len(self.fed.clients[cid]))
+            upload, failure = verdict.upload, verdict.rejection
+            step.clipped += [verdict.clip] if verdict.clip else []
+        if upload is not None:
+            new_states = {cid: new_state}
+            kept = screen_losses(state.round + 1, [upload], new_states, step.rejected,
+                                 self.cfg.train.divergence, self.loss_limit)
+            upload = kept[0] if kept else None
+        if failure is not None:
+            step.rejected.append(failure)
+        if upload is not None:
+            state.client_states[cid] = new_state
+            self._apply(state, step, upload, dispatched_model, state.version - version)
+
+    def _apply(self, state: AsyncState, step: _Step, upload: Upload, dispatched: Tensors,
+               staleness: int) -> None:
+        weight = staleness_weight(self.acfg, staleness)
+        step.applied.append(upload)
+        step.staleness.append(staleness)
+        step.weights.append(weight)
+        step.losses.append(upload.metrics.get("train_loss"))
+        step.bytes_up += upload.nbytes
+        if self.acfg.mode == "fedasync":
+            self._set_model(state, mix(state.broadcast, upload.tensors,
+                                       self.acfg.alpha * weight))
+            step.stepped = True
+            return
+        state.buffer.append({"delta": delta(upload.tensors, dispatched),
+                             "num_samples": upload.num_samples, "weight": weight})
+        if len(state.buffer) >= self.acfg.buffer_size:
+            self._flush(state, step)
+
+    def _flush(self, state: AsyncState, step: _Step) -> None:
+        """FedBuff's server step on the buffered deltas."""
+        self._set_model(state, apply_buffer(state.broadcast, state.buffer, self.acfg.server_lr))
+        state.buffer = []
+        step.stepped = True
+
+    def _set_model(self, state: AsyncState, params: Tensors) -> None:
+        state.server_state = {**state.server_state, "params": params}
+        state.broadcast = params
+        state.version += 1
+
+    def advance(self, state: AsyncState, progress: ProgressFn | None = None) -> dict[str, Any]:
+        """Process arrivals until the server model changes (or the budget ends); return the
+        record of what happened."""
+        start = time.perf_counter()
+        step = _Step()
+        if state.dispatches == 0:
+            for _ in range(min(self.acfg.concurrency, self.acfg.updates)):
+                self._dispatch(state, step)
+        while not step.stepped and state.arrivals < self.acfg.updates:
+            self._arrive(state, step)
+            if state.dispatches < self.acfg.updates:
+                self._dispatch(state, step)
+            referenced = {entry[2] for entry in state.in_flight}
+            state.models = {v: m for v, m in state.models.items() if v in referenced}
+            if progress:
+                progress("client", {"round": state.round + 1, "client": step.arrived[-1]})
+        if state.arrivals >= self.acfg.updates and state.buffer:
+            self._flush(state, step)  # FedBuff: the last, partial buffer
+        state.round += 1
+        record = self._record(state, step)
+        if state.round % self.cfg.train.eval_every == 0 or self.done(state):
+            record.update(self._eval_record(state, step.applied, progress))
+        record["wall_s"] = time.perf_counter() - start
+        return record
+
+    def _record(self, state: AsyncState, step: _Step) -> dict[str, Any]:
+        return {
+            "round": state.round, "model_version": state.version,
+            "virtual_time_s": state.now, "updates": state.arrivals, "lr": self.ctx.lr,
+            "participants": step.dispatched, "uploads": len(step.applied),
+            "stragglers": 0, "aggregated": step.stepped, "arrived": step.arrived,
+            "bytes_up": step.bytes_up, "bytes_down": step.bytes_down,
+            "train_loss_mean": mean_or_none(step.losses),
+            "staleness_mean": mean_or_none([float(s) for s in step.staleness]),
+            "staleness_max": max(step.staleness, default=None),
+            "staleness_weight_mean": mean_or_none(step.weights),
+            "rejected": [bad.as_record() for bad in step.rejected],
+            "clipped": [clip.as_record() for clip in step.clipped],
+        }
+
+    # ----- whole run ----------------------------------------------------------------------
+    def run(self, resume: bool = False, progress: ProgressFn | None = None,
+            stop_after: int | None = None, overwrite: bool = False) -> dict[str, Any]:
+        """Run (or resume) until `asynchronous.updates` client updates have arrived;
+        `stop_after` ends early after that many records (server model updates)."""
+        if resume and overwrite:
+            raise ValueError("resume=True continues a run and overwrite=True replaces it; "
+                             "choose one")
+        with RunDirLock(self.out):
+            clean_temporaries(self.out)
+            if resume:
+                state = self._restore()
+                self._write_static_outputs()
+            else:
+                check_fresh_start(self.out, overwrite)
+                self._write_static_outputs()
+                state = self._fresh_state()
+            while not self.done(state):
+                record = self.advance(state, progress)
+                self._persist(record, state)
+                if progress:
+                    progress("round", record)
+                if stop_after is not None and state.round >= stop_after:
+                    break
+            return self.finish()
+
+
+def mix(server: Tensors, client: Tensors, alpha: float) -> Tensors:
+    """FedAsync's update (1 - alpha) server + alpha client (float64 arithmetic; integer
+    tensors, e.g. BatchNorm's counter, keep the server's value)."""
+    out: Tensors = {}
+    for key, w in server.items():
+        if torch.is_floating_point(w):
+            mixed = (1.0 - alpha) * w.to(torch.float64) + alpha * client[key].to(torch.float64)
+            out[key] = mixed.to(w.dtype)
+        else:
+            out[key] = w.clone()
+    return out
+
+
+def delta(upload: Tensors, dispatched: Tensors) -> Tensors:
+    """A client's update: upload minus the model it was dispatched with (float64, exact for
+    float32 models)."""
+    return {k: upload[k].to(torch.float64) - v.to(torch.float64)
+            for k, v in dispatched.items() if torch.is_floating_point(v)}
+
+
+def apply_buffer(server: Tensors, buffer: list[dict[str, Any]], server_lr: float) -> Tensors:
+    """FedBuff's step: server + server_lr x sum_i n_i s_i delta_i / sum_j n_j."""
+    total = sum(entry["num_samples"] for entry in buffer)
+    out: Tensors = {}
+    for key, w in server.items():
+        if not torch.is_floating_point(w):
+            out[key] = w.clone()
+            continue
+        acc = torch.zeros_like(w, dtype=torch.float64)
+        for entry in buffer:
+            acc += entry["delta"][key] * (entry["num_samples"] * entry["weight"] / total)
+        out[key] = (w.to(torch.float64) + server_lr * acc).to(w.dtype)
+    return out
+
+
+def simulation_for(cfg: ExperimentConfig, out_dir: str | Path,
+                   federation: Federation | None = None) -> Simulation:
+    """The in-process engine a config asks for: asynchronous or synchronous rounds."""
+    if cfg.asynchronous is not None:
+        return AsyncSimulation(cfg, out_dir, federation)
+    return Simulation(cfg, out_dir, federation)
