@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from spikefed.config import ExperimentConfig, dump_config
+from spikefed.energy import add_client_energy, energy_summary, round_energy
 from spikefed.experiment import Federation, build_federation
 from spikefed.fl.base import Tensors, Upload, payload_bytes
 from spikefed.report.metrics import MetricsLog
@@ -159,6 +160,8 @@ class Simulation:
         record.update(alg.round_metrics(state.server_state))
         if r % self.cfg.train.eval_every == 0 or r == self.cfg.train.rounds:
             record.update(self._eval_record(state, uploads, progress))
+        add_client_energy(record, round_energy(uploads, bytes_up, bytes_down, len(chosen),
+                                               self.cfg.energy))
         record["wall_s"] = time.perf_counter() - start
         return record
 
@@ -293,7 +296,7 @@ class Simulation:
     def finish(self) -> dict[str, Any]:
         """Write summary.json, curves.png, report.html (and sinks) from the metrics so far."""
         records = self.metrics.records()
-        summary = summarize(records)
+        summary = summarize(records, energy_targets=self.cfg.energy.target_acc)
         summary["run_dir"] = str(self.out)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         plot_curves(records, self.out / "curves.png", title=self.cfg.name)
@@ -306,8 +309,10 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Final and best accuracies, total bytes and time, from the per-round records."""
+def summarize(records: list[dict[str, Any]],
+              energy_targets: list[float] | None = None) -> dict[str, Any]:
+    """Final and best accuracies, total bytes, energy and time, from the per-round records
+    (`energy_targets`: accuracies to report the energy to reach, spikefed.energy)."""
     evals = [r for r in records if r.get("server_acc") is not None
              or r.get("client_acc_mean") is not None]
     last = evals[-1] if evals else {}
@@ -329,4 +334,5 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
                       for r in records),
         **{k: v for k, v in (records[-1] if records else {}).items() if k.startswith("dp_")},
         **{k: v for k, v in last.items() if k.startswith("hw_")},
+        **energy_summary(records, energy_targets),
     }

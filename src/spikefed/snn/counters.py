@@ -7,7 +7,13 @@
   for a conv, ``out_channels / groups`` times the number of output positions whose receptive
   field contains that input position (exact at the borders, for any stride/padding/dilation).
 - **MACs**: the same layers with non-binary (dense, analog) input cost the full dense count,
-  e.g. the first layer of a directly encoded SNN, or every layer of an ANN.
+  e.g. the first layer of a directly encoded SNN, or every layer of an ANN. A dense input that
+  is constant over time steps (direct coding of a static image) is charged **once per forward
+  pass, not once per step**: hardware computes that current once and holds it. Within one
+  forward of the counted model, a layer's dense input equal to the one it received at the
+  previous time step costs no MACs (step order: the previous call; layer order, where a zoo
+  SNN runs the layer once on ``[T*B, ...]``: the previous time block). Inputs that change per
+  step are charged at every step.
 
 A binary-valued input to an ANN layer is counted as SynOps; that is the intended reading of
 "input is spikes".
@@ -75,6 +81,12 @@ class ActivityCounter:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._fanout_cache: dict[tuple[int, tuple[int, ...]], Tensor] = {}
         self._amplitudes = frozenset({1.0})
+        #: each layer's last dense input in the current forward (repeats cost no MACs)
+        self._dense_inputs: dict[str, Tensor] = {}
+        #: (T, B) of the current forward when the model runs its layers over all steps at once
+        self._time_blocks: tuple[int, int] | None = None
+        #: hooks count only while this is true (pause it around forwards that are not to count)
+        self.counting = True
 
     # totals -----------------------------------------------------------------------------
     def _total(self, key: str) -> int:
@@ -109,6 +121,25 @@ class ActivityCounter:
     def reset(self) -> None:
         """Zero all counts."""
         self.per_layer.clear()
+        self._dense_inputs.clear()
+
+    def _root_hook(self, module: nn.Module, inputs: tuple) -> None:
+        """A new forward of the counted model: forget the previous forward's dense inputs."""
+        self._dense_inputs.clear()
+        self._time_blocks = _layer_order_blocks(module, inputs[0]) if inputs else None
+
+    def _dense_fraction(self, name: str, x: Tensor) -> tuple[int, int]:
+        """(new, total) time steps of a dense input: only steps whose input differs from the
+        previous step's are computed (a constant input's current is computed once)."""
+        blocks = self._time_blocks
+        if blocks is not None and x.shape[0] == blocks[0] * blocks[1] and blocks[0] > 1:
+            steps = x.unflatten(0, blocks)
+            new = 1 + sum(not torch.equal(steps[t], steps[t - 1]) for t in range(1, blocks[0]))
+            return new, blocks[0]
+        previous = self._dense_inputs.get(name)
+        self._dense_inputs[name] = x
+        same = previous is not None and previous.shape == x.shape and torch.equal(previous, x)
+        return (0 if same else 1), 1
 
     # hooks ------------------------------------------------------------------------------
     def _add(self, name: str, key: str, value: int) -> None:
@@ -117,6 +148,8 @@ class ActivityCounter:
 
     def _neuron_hook(self, name: str):
         def hook(module: nn.Module, inputs: tuple, output: Tensor | tuple) -> None:
+            if not self.counting:
+                return
             s = output[0] if isinstance(output, tuple) else output
             with torch.no_grad():
                 self._add(name, "spikes", int(torch.count_nonzero(s)))
@@ -126,16 +159,21 @@ class ActivityCounter:
 
     def _linear_hook(self, name: str):
         def hook(module: nn.Linear, inputs: tuple, output: Tensor) -> None:
+            if not self.counting:
+                return
             x = inputs[0].detach()
             if _is_binary(x, self._amplitudes):
                 self._add(name, "synops", int(torch.count_nonzero(x)) * module.out_features)
             else:
-                self._add(name, "macs", x.numel() * module.out_features)
+                new, total = self._dense_fraction(name, x)
+                self._add(name, "macs", x.numel() * module.out_features * new // total)
 
         return hook
 
     def _conv_hook(self, name: str):
         def hook(module: nn.modules.conv._ConvNd, inputs: tuple, output: Tensor) -> None:
+            if not self.counting:
+                return
             x = inputs[0].detach()
             nd = len(module.kernel_size)
             if x.dim() == nd + 1:  # unbatched
@@ -153,7 +191,9 @@ class ActivityCounter:
                 k = 1
                 for size in module.kernel_size:
                     k *= size
-                self._add(name, "macs", output.numel() * (module.in_channels // module.groups) * k)
+                new, total = self._dense_fraction(name, x)
+                self._add(name, "macs",
+                          output.numel() * (module.in_channels // module.groups) * k * new // total)
 
         return hook
 
@@ -161,6 +201,7 @@ class ActivityCounter:
         scales = {float(torch.as_tensor(m.output_scale).detach()) for m in self.model.modules()
                   if isinstance(getattr(m, "output_scale", None), (Tensor, float))}
         self._amplitudes = frozenset({1.0} | scales)
+        self._handles.append(self.model.register_forward_pre_hook(self._root_hook))
         for name, m in self.model.named_modules():
             if isinstance(m, tuple(NEURON_TYPES)):
                 self._handles.append(m.register_forward_hook(self._neuron_hook(name)))
@@ -179,3 +220,22 @@ class ActivityCounter:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        self._dense_inputs.clear()
+
+
+def _layer_order_blocks(model: nn.Module, x: object) -> tuple[int, int] | None:
+    """(T, B) when ``model`` is a zoo SNN in layer order (its layers see ``[T*B, ...]``).
+
+    Static input ``[B, *in_shape]`` runs ``model.T`` steps; temporal input is ``[T, B, ...]``
+    (or ``[B, T, ...]`` with ``temporal_input="batch_first"``). None for any other model.
+    """
+    if not (isinstance(x, Tensor) and getattr(model, "order", None) == "layer"
+            and getattr(model, "spiking", False)):
+        return None
+    n = len(getattr(model, "in_shape", ()))
+    if x.dim() == n + 1:
+        return int(model.T), int(x.shape[0])
+    if x.dim() == n + 2:
+        t, b = (1, 0) if getattr(model, "temporal_input", "time_first") == "batch_first" else (0, 1)
+        return int(x.shape[t]), int(x.shape[b])
+    return None
