@@ -146,3 +146,35 @@ def test_energy_to_target_on_hand_made_records() -> None:
 def test_config_errors_name_the_field(override: str, field: str) -> None:
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         load_config(overrides=[override])
+
+
+def test_engine_records_round_energy_per_client_and_in_the_summary(tmp_path) -> None:
+    from spikefed.fl import payload_bytes
+    from spikefed.report import read_metrics
+    from spikefed.sim import Simulation
+
+    cfg = load_config(overrides=[
+        "data.num_clients=4", "data.test_subset=100", "train.rounds=2", "train.batch_size=32",
+        "model.T=2", "model.kwargs.hidden=[16]", "data.partition.scheme=iid",
+        "train.clients_per_round=2", "energy.e_up_pj_per_bit=2.0",
+        "energy.e_down_pj_per_bit=1.0", "energy.target_acc=[0.01,1.0]"])
+    sim = Simulation(cfg, tmp_path / "run")
+    for c in sim.fed.clients:
+        c.x, c.y = c.x[:40], c.y[:40]
+    summary = sim.run()
+    recs = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    model_bytes = payload_bytes(sim.fed.initial_model().state_dict())
+    for rec in recs:
+        assert rec["energy_comm_up_pj"] == 2 * model_bytes * 8 * 2.0
+        assert rec["energy_comm_down_pj"] == 2 * model_bytes * 8 * 1.0
+        clients = rec["clients"]
+        assert len(clients) == 2 and all(c["energy_train_pj"] > 0 for c in clients)
+        # every client's 40 samples pass the 784->16 first layer once each (direct coding)
+        macs = 40 * 784 * 16
+        assert all(c["energy_train_pj"] >= 3 * 4.6 * macs for c in clients)
+        assert rec["energy_train_pj"] == pytest.approx(sum(c["energy_train_pj"] for c in clients))
+        assert rec["energy_round_pj"] == pytest.approx(
+            rec["energy_train_pj"] + rec["energy_comm_up_pj"] + rec["energy_comm_down_pj"])
+        assert rec["macs_per_sample"] == 784 * 16  # server inference: first layer once
+    assert summary["energy_total_pj"] == pytest.approx(sum(r["energy_round_pj"] for r in recs))
+    assert summary["energy_to_acc_pj"] == {"0.01": recs[0]["energy_round_pj"], "1.0": None}

@@ -33,17 +33,22 @@ _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
-def _is_binary(x: Tensor, amplitudes: frozenset[float] = frozenset({1.0})) -> bool:
-    """Spike-valued: every entry is 0 or one shared spike amplitude.
+def _spike_count(x: Tensor, amplitudes: frozenset[float] = frozenset({1.0})) -> int | None:
+    """Number of spikes in ``x`` if it is spike-valued, else None.
 
-    Plain spikes are 0/1; neurons with an ``output_scale`` (converted IF neurons emit spikes
-    of amplitude theta) add their amplitude to ``amplitudes``.
+    Spike-valued: every entry is 0 or one shared spike amplitude. Plain spikes are 0/1;
+    neurons with an ``output_scale`` (converted IF neurons emit spikes of amplitude theta)
+    add their amplitude to ``amplitudes``.
     """
+    count = int(torch.count_nonzero(x))
+    if count == 0:
+        return 0
+    if len(amplitudes) == 1:  # the common case, without gathering the nonzero entries
+        (amplitude,) = amplitudes
+        return count if int(torch.count_nonzero(x == amplitude)) == count else None
     nonzero = x[x != 0]
-    if nonzero.numel() == 0:
-        return True
     first = float(nonzero[0])
-    return first in amplitudes and bool((nonzero == nonzero[0]).all())
+    return count if first in amplitudes and bool((nonzero == nonzero[0]).all()) else None
 
 
 def conv_fanout_map(conv: nn.modules.conv._ConvNd, spatial: tuple[int, ...]) -> Tensor:
@@ -141,19 +146,26 @@ class ActivityCounter:
         same = previous is not None and previous.shape == x.shape and torch.equal(previous, x)
         return (0 if same else 1), 1
 
+    def _repeats_dense(self, name: str, x: Tensor) -> bool:
+        """``x`` is the very tensor data (same memory, layout and version) this layer got as
+        dense input at the previous step of this forward: nothing new to compute or count."""
+        previous = self._dense_inputs.get(name)
+        return (previous is not None and previous.data_ptr() == x.data_ptr()
+                and previous.shape == x.shape and previous.stride() == x.stride()
+                and previous._version == x._version)
+
     # hooks ------------------------------------------------------------------------------
     def _add(self, name: str, key: str, value: int) -> None:
         layer = self.per_layer.setdefault(name, {})
-        layer[key] = layer.get(key, 0) + int(value)
+        layer[key] = layer.get(key, 0) + value
 
     def _neuron_hook(self, name: str):
         def hook(module: nn.Module, inputs: tuple, output: Tensor | tuple) -> None:
             if not self.counting:
                 return
             s = output[0] if isinstance(output, tuple) else output
-            with torch.no_grad():
-                self._add(name, "spikes", int(torch.count_nonzero(s)))
-                self._add(name, "neuron_updates", s.numel())
+            self._add(name, "spikes", int(torch.count_nonzero(s)))
+            self._add(name, "neuron_updates", s.numel())
 
         return hook
 
@@ -162,8 +174,11 @@ class ActivityCounter:
             if not self.counting:
                 return
             x = inputs[0].detach()
-            if _is_binary(x, self._amplitudes):
-                self._add(name, "synops", int(torch.count_nonzero(x)) * module.out_features)
+            if self._repeats_dense(name, x):
+                return
+            spikes = _spike_count(x, self._amplitudes)
+            if spikes is not None:
+                self._add(name, "synops", spikes * module.out_features)
             else:
                 new, total = self._dense_fraction(name, x)
                 self._add(name, "macs", x.numel() * module.out_features * new // total)
@@ -178,7 +193,9 @@ class ActivityCounter:
             nd = len(module.kernel_size)
             if x.dim() == nd + 1:  # unbatched
                 x, output = x.unsqueeze(0), output.unsqueeze(0)
-            if _is_binary(x, self._amplitudes):
+            if self._repeats_dense(name, x):
+                return
+            if _spike_count(x, self._amplitudes) is not None:
                 spatial = tuple(x.shape[2:])
                 key = (id(module), spatial)
                 if key not in self._fanout_cache:
