@@ -164,8 +164,9 @@ class ActivityCounter:
             if not self.counting:
                 return
             s = output[0] if isinstance(output, tuple) else output
-            self._add(name, "spikes", int(torch.count_nonzero(s)))
-            self._add(name, "neuron_updates", s.numel())
+            layer = self.per_layer.setdefault(name, {})
+            layer["spikes"] = layer.get("spikes", 0) + int(torch.count_nonzero(s))
+            layer["neuron_updates"] = layer.get("neuron_updates", 0) + s.numel()
 
         return hook
 
@@ -173,7 +174,7 @@ class ActivityCounter:
         def hook(module: nn.Linear, inputs: tuple, output: Tensor) -> None:
             if not self.counting:
                 return
-            x = inputs[0].detach()
+            x = inputs[0]  # only compared and counted: no autograd graph is built
             if self._repeats_dense(name, x):
                 return
             spikes = _spike_count(x, self._amplitudes)
