@@ -43,6 +43,9 @@ def test_first_layer_macs_once_for_constant_input_per_step_for_varying(order: st
         model(torch.stack([x, x + 1, x + 2]))  # changes at every step
         model(x)  # a second forward starts afresh: its first step is charged again
     assert c.per_layer["fc1"]["macs"] == 3 * per_step + per_step
+    with ActivityCounter(model) as c, torch.no_grad():
+        model(torch.stack([x, torch.zeros_like(x), x]))  # a silent step in between
+    assert c.per_layer["fc1"]["macs"] == 2 * per_step
 
 
 def test_rate_coded_input_is_synops_not_macs() -> None:
@@ -178,3 +181,23 @@ def test_engine_records_round_energy_per_client_and_in_the_summary(tmp_path) -> 
         assert rec["macs_per_sample"] == 784 * 16  # server inference: first layer once
     assert summary["energy_total_pj"] == pytest.approx(sum(r["energy_round_pj"] for r in recs))
     assert summary["energy_to_acc_pj"] == {"0.01": recs[0]["energy_round_pj"], "1.0": None}
+
+
+def test_step_and_layer_order_count_mixed_frames_alike() -> None:
+    """Dense, spike-valued and repeated frames: layer order counts each time block as a step."""
+    counts = {}
+    torch.manual_seed(0)
+    ref = build_model("convnet", spiking=True, in_shape=(1, 8, 8), num_classes=3, T=4,
+                      neuron={"threshold": 0.3})
+    x = torch.rand(2, 1, 8, 8) + 0.1
+    frames = torch.stack([x, (x > 0.6).float(), x, x])  # dense, spikes, dense again, repeat
+    for order in ("step", "layer"):
+        model = build_model("convnet", spiking=True, in_shape=(1, 8, 8), num_classes=3, T=4,
+                            neuron={"threshold": 0.3}, order=order)
+        model.load_state_dict(ref.state_dict())
+        with ActivityCounter(model.eval()) as c, torch.no_grad():
+            model(frames)
+        counts[order] = (c.spikes, c.synops, c.macs, c.per_layer["conv1"])
+    assert counts["step"] == counts["layer"]
+    conv1 = counts["step"][3]
+    assert conv1["macs"] == 2 * 2 * 8 * 8 * 32 * 9 and conv1["synops"] > 0  # frames 0 and 2

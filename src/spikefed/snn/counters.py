@@ -12,8 +12,8 @@
   pass, not once per step**: hardware computes that current once and holds it. Within one
   forward of the counted model, a layer's dense input equal to the one it received at the
   previous time step costs no MACs (step order: the previous call; layer order, where a zoo
-  SNN runs the layer once on ``[T*B, ...]``: the previous time block). Inputs that change per
-  step are charged at every step.
+  SNN runs the layer once on ``[T*B, ...]``: the previous time block; each block is counted as
+  one step, so both orders count alike). Inputs that change per step are charged at every step.
 
 A binary-valued input to an ANN layer is counted as SynOps; that is the intended reading of
 "input is spikes".
@@ -133,18 +133,20 @@ class ActivityCounter:
         self._dense_inputs.clear()
         self._time_blocks = _layer_order_blocks(module, inputs[0]) if inputs else None
 
-    def _dense_fraction(self, name: str, x: Tensor) -> tuple[int, int]:
-        """(new, total) time steps of a dense input: only steps whose input differs from the
-        previous step's are computed (a constant input's current is computed once)."""
+    def _steps(self, x: Tensor) -> tuple[Tensor, ...]:
+        """The time steps in one layer call: ``T`` blocks of ``[T*B, ...]`` in layer order
+        (so both orders count alike), else the call's input itself."""
         blocks = self._time_blocks
-        if blocks is not None and x.shape[0] == blocks[0] * blocks[1] and blocks[0] > 1:
-            steps = x.unflatten(0, blocks)
-            new = 1 + sum(not torch.equal(steps[t], steps[t - 1]) for t in range(1, blocks[0]))
-            return new, blocks[0]
+        if blocks is not None and blocks[0] > 1 and x.shape[0] == blocks[0] * blocks[1]:
+            return x.unflatten(0, blocks).unbind(0)
+        return (x,)
+
+    def _new_dense(self, name: str, x: Tensor) -> bool:
+        """Whether dense input ``x`` differs from the layer's dense input at the previous step
+        of this forward (a constant input's current is computed, and charged, once)."""
         previous = self._dense_inputs.get(name)
         self._dense_inputs[name] = x
-        same = previous is not None and previous.shape == x.shape and torch.equal(previous, x)
-        return (0 if same else 1), 1
+        return previous is None or previous.shape != x.shape or not torch.equal(previous, x)
 
     def _repeats_dense(self, name: str, x: Tensor) -> bool:
         """``x`` is the very tensor data (same memory, layout and version) this layer got as
@@ -174,46 +176,54 @@ class ActivityCounter:
         def hook(module: nn.Linear, inputs: tuple, output: Tensor) -> None:
             if not self.counting:
                 return
-            x = inputs[0]  # only compared and counted: no autograd graph is built
-            if self._repeats_dense(name, x):
-                return
-            spikes = _spike_count(x, self._amplitudes)
-            if spikes is not None:
-                self._add(name, "synops", spikes * module.out_features)
-            else:
-                new, total = self._dense_fraction(name, x)
-                self._add(name, "macs", x.numel() * module.out_features * new // total)
+            # inputs are only compared and counted: no autograd graph is built
+            for x in self._steps(inputs[0]):
+                self._count_linear(name, module, x)
 
         return hook
+
+    def _count_linear(self, name: str, module: nn.Linear, x: Tensor) -> None:
+        if self._repeats_dense(name, x):
+            return
+        spikes = _spike_count(x, self._amplitudes)
+        if spikes is not None:
+            self._dense_inputs.pop(name, None)  # a spike step: no dense current held
+            self._add(name, "synops", spikes * module.out_features)
+        elif self._new_dense(name, x):
+            self._add(name, "macs", x.numel() * module.out_features)
 
     def _conv_hook(self, name: str):
         def hook(module: nn.modules.conv._ConvNd, inputs: tuple, output: Tensor) -> None:
             if not self.counting:
                 return
-            x = inputs[0].detach()
-            nd = len(module.kernel_size)
-            if x.dim() == nd + 1:  # unbatched
+            x = inputs[0]
+            if x.dim() == len(module.kernel_size) + 1:  # unbatched
                 x, output = x.unsqueeze(0), output.unsqueeze(0)
-            if self._repeats_dense(name, x):
-                return
-            if _spike_count(x, self._amplitudes) is not None:
-                spatial = tuple(x.shape[2:])
-                key = (id(module), spatial)
-                if key not in self._fanout_cache:
-                    self._fanout_cache[key] = conv_fanout_map(module, spatial)
-                per_pos = (x != 0).sum(dim=(0, 1)).to(torch.float64)
-                fan = self._fanout_cache[key].to(torch.float64)
-                per_channel = module.out_channels // module.groups
-                self._add(name, "synops", int((per_pos * fan).sum().item()) * per_channel)
-            else:
-                k = 1
-                for size in module.kernel_size:
-                    k *= size
-                new, total = self._dense_fraction(name, x)
-                self._add(name, "macs",
-                          output.numel() * (module.in_channels // module.groups) * k * new // total)
+            steps = self._steps(x)
+            for step in steps:
+                self._count_conv(name, module, step, output.numel() // len(steps))
 
         return hook
+
+    def _count_conv(self, name: str, module: nn.modules.conv._ConvNd, x: Tensor,
+                    out_numel: int) -> None:
+        if self._repeats_dense(name, x):
+            return
+        if _spike_count(x, self._amplitudes) is not None:
+            self._dense_inputs.pop(name, None)  # a spike step: no dense current held
+            spatial = tuple(x.shape[2:])
+            key = (id(module), spatial)
+            if key not in self._fanout_cache:
+                self._fanout_cache[key] = conv_fanout_map(module, spatial)
+            per_pos = (x != 0).sum(dim=(0, 1)).to(torch.float64)
+            fan = self._fanout_cache[key].to(torch.float64)
+            per_channel = module.out_channels // module.groups
+            self._add(name, "synops", int((per_pos * fan).sum().item()) * per_channel)
+        elif self._new_dense(name, x):
+            k = 1
+            for size in module.kernel_size:
+                k *= size
+            self._add(name, "macs", out_numel * (module.in_channels // module.groups) * k)
 
     def __enter__(self) -> ActivityCounter:
         scales = {float(torch.as_tensor(m.output_scale).detach()) for m in self.model.modules()
