@@ -92,6 +92,9 @@ class ActivityCounter:
         self._time_blocks: tuple[int, int] | None = None
         #: hooks count only while this is true (pause it around forwards that are not to count)
         self.counting = True
+        #: the latest spiking neuron output and its spike count (a layer fed exactly that
+        #: tensor reuses the count instead of re-checking and re-counting it)
+        self._last_spikes: tuple[Tensor, int] | None = None
 
     # totals -----------------------------------------------------------------------------
     def _total(self, key: str) -> int:
@@ -129,8 +132,9 @@ class ActivityCounter:
         self._dense_inputs.clear()
 
     def _root_hook(self, module: nn.Module, inputs: tuple) -> None:
-        """A new forward of the counted model: forget the previous forward's dense inputs."""
+        """A new forward of the counted model: forget the previous forward's inputs."""
         self._dense_inputs.clear()
+        self._last_spikes = None
         self._time_blocks = _layer_order_blocks(module, inputs[0]) if inputs else None
 
     def _steps(self, x: Tensor) -> tuple[Tensor, ...]:
@@ -147,6 +151,18 @@ class ActivityCounter:
         previous = self._dense_inputs.get(name)
         self._dense_inputs[name] = x
         return previous is None or previous.shape != x.shape or not torch.equal(previous, x)
+
+    def _input_spikes(self, x: Tensor) -> int | None:
+        """Spikes in layer input ``x`` (None: dense). A neuron's output passed on unchanged
+        (same memory, size and version, e.g. through ``flatten``) reuses the neuron's count:
+        spiking neurons emit spikes (0 or their amplitude) by construction."""
+        last = self._last_spikes
+        if last is not None:
+            s, count = last
+            if (x.data_ptr() == s.data_ptr() and x.numel() == s.numel()
+                    and x._version == s._version and x.is_contiguous() and s.is_contiguous()):
+                return count
+        return _spike_count(x, self._amplitudes)
 
     def _repeats_dense(self, name: str, x: Tensor) -> bool:
         """``x`` is the very tensor data (same memory, layout and version) this layer got as
@@ -166,8 +182,10 @@ class ActivityCounter:
             if not self.counting:
                 return
             s = output[0] if isinstance(output, tuple) else output
+            count = int(torch.count_nonzero(s))
+            self._last_spikes = (s, count)
             layer = self.per_layer.setdefault(name, {})
-            layer["spikes"] = layer.get("spikes", 0) + int(torch.count_nonzero(s))
+            layer["spikes"] = layer.get("spikes", 0) + count
             layer["neuron_updates"] = layer.get("neuron_updates", 0) + s.numel()
 
         return hook
@@ -185,7 +203,7 @@ class ActivityCounter:
     def _count_linear(self, name: str, module: nn.Linear, x: Tensor) -> None:
         if self._repeats_dense(name, x):
             return
-        spikes = _spike_count(x, self._amplitudes)
+        spikes = self._input_spikes(x)
         if spikes is not None:
             self._dense_inputs.pop(name, None)  # a spike step: no dense current held
             self._add(name, "synops", spikes * module.out_features)
@@ -209,7 +227,7 @@ class ActivityCounter:
                     out_numel: int) -> None:
         if self._repeats_dense(name, x):
             return
-        if _spike_count(x, self._amplitudes) is not None:
+        if self._input_spikes(x) is not None:
             self._dense_inputs.pop(name, None)  # a spike step: no dense current held
             spatial = tuple(x.shape[2:])
             key = (id(module), spatial)
@@ -249,6 +267,7 @@ class ActivityCounter:
             h.remove()
         self._handles.clear()
         self._dense_inputs.clear()
+        self._last_spikes = None
 
 
 def _layer_order_blocks(model: nn.Module, x: object) -> tuple[int, int] | None:
