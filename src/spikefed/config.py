@@ -141,7 +141,7 @@ class ModelConfig(Strict):
         "(each layer over all steps), auto (layer on CUDA, step on CPU)")
     stem_once: bool = Field(
         False, description="with direct-coded static input compute the first layer once, not "
-        "T times (same results within float rounding; MACs counted once)")
+        "T times (same results within float rounding; its MACs are charged once either way)")
 
     @model_validator(mode="after")
     def _order_not_in_kwargs(self) -> ModelConfig:

@@ -83,7 +83,8 @@ class Federation:
                             optimizer=t.optimizer, device=self.device, seed=self.cfg.seed,
                             round=round_idx,
                             augment=resolve_augment(self.cfg.data.augment, self.cfg.data.dataset),
-                            amp=t.amp, channels_last=t.channels_last)
+                            amp=t.amp, channels_last=t.channels_last,
+                            count_activity=self.cfg.energy.count_training)
 
 
 def round_lr(cfg: ExperimentConfig, round_idx: int) -> float:

@@ -74,6 +74,9 @@ class TrainContext:
     amp: bool = False
     #: channels-last memory format for the model and 4-D image batches
     channels_last: bool = False
+    #: count spikes/SynOps/MACs of the training forward passes into the upload metrics
+    #: (`train_spikes`, `train_synops`, `train_macs`; spikefed.energy turns them into energy)
+    count_activity: bool = False
     _local: nn.Module | None = field(default=None, init=False, repr=False, compare=False)
 
     def local_model(self, state: Mapping[str, torch.Tensor]) -> nn.Module:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
 from torch import nn
@@ -10,6 +11,7 @@ from torch.nn import functional as F
 
 from spikefed.data.augment import batch_augmenter
 from spikefed.fl.base import ClientData, TrainContext
+from spikefed.snn.counters import ActivityCounter
 
 Penalty = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 GradHook = Callable[[nn.Module], None]
@@ -82,11 +84,36 @@ def local_train(
     if ctx.channels_last:
         model.to(memory_format=torch.channels_last)
     augment = batch_augmenter(ctx.augment, ctx.seed, ctx.round, client_id)
-    private = ctx.options.get(SAMPLE_DP_OPTION)
-    consolidation = ctx.options.get(CONSOLIDATION_OPTION)
     optimizer = make_optimizer(model, ctx)
     generator = client_generator(ctx.seed, ctx.round, client_id)
     seed_global_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)), ctx.device)
+    counter = ActivityCounter(model) if ctx.count_activity else None
+    with counter if counter is not None else nullcontext():
+        total_loss, correct, seen, steps = _train_epochs(model, data, ctx, client_id, penalty,
+                                                         grad_hook, optimizer, generator,
+                                                         augment, counter)
+    if seen == 0:
+        raise ValueError(f"client {client_id} has no training samples; "
+                         "raise data.partition.min_size")
+    metrics = {"train_loss": total_loss / seen, "train_acc": correct / seen,
+               "steps": float(steps)}
+    if counter is not None:
+        metrics.update(train_spikes=float(counter.spikes), train_synops=float(counter.synops),
+                       train_macs=float(counter.macs))
+    return metrics
+
+
+def _train_epochs(model: nn.Module, data: ClientData, ctx: TrainContext, client_id: int,
+                  penalty: Penalty | None, grad_hook: GradHook | None,
+                  optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                  augment: Callable[[torch.Tensor], torch.Tensor] | None,
+                  counter: ActivityCounter | None) -> tuple[float, int, int, int]:
+    """The epochs of `local_train`: (summed loss, correct, samples seen, steps).
+
+    `counter` counts only the training forward `model(x)` (a penalty's or DP's extra passes
+    are not counted)."""
+    private = ctx.options.get(SAMPLE_DP_OPTION)
+    consolidation = ctx.options.get(CONSOLIDATION_OPTION)
     total_loss, correct, seen, steps = 0.0, 0, 0, 0
     for _ in range(ctx.local_epochs):
         for x, y in iterate_minibatches(data, ctx.batch_size, generator):
@@ -96,7 +123,11 @@ def local_train(
             if ctx.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=ctx.amp):
+                if counter is not None:
+                    counter.counting = True
                 logits = model(x)
+                if counter is not None:
+                    counter.counting = False
                 loss = F.cross_entropy(logits, y)
                 extra = penalty(model, x, logits) if penalty is not None else None
                 if consolidation is not None:
@@ -116,7 +147,4 @@ def local_train(
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
             steps += 1
-    if seen == 0:
-        raise ValueError(f"client {client_id} has no training samples; "
-                         "raise data.partition.min_size")
-    return {"train_loss": total_loss / seen, "train_acc": correct / seen, "steps": float(steps)}
+    return total_loss, correct, seen, steps

@@ -42,7 +42,7 @@ def run_federation(grid: Grid, federation: Federation, out_dir: str | Path | Non
     strategy.start(grid, strategy.initial_arrays(), num_rounds=federation.cfg.train.rounds,
                    timeout=round_timeout_s)
     if out is not None:
-        summary = summarize(strategy.records)
+        summary = summarize(strategy.records, federation.cfg.energy.target_acc)
         summary["run_dir"] = str(out)
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         buffer = io.BytesIO()

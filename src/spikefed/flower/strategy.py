@@ -38,7 +38,7 @@ from spikefed.flower.support import require_flower_support
 from spikefed.report.metrics import MetricsLog
 from spikefed.rounds.evaluation import ClientEval, RoundEvaluator
 from spikefed.rounds.pipeline import RoundIntake, UploadPipeline
-from spikefed.rounds.record import round_record
+from spikefed.rounds.record import add_round_energy, round_record
 from spikefed.rounds.sampling import sample_clients
 from spikefed.rounds.validation import Rejection
 
@@ -64,7 +64,7 @@ class SpikefedStrategy(Strategy):
         self._refusals: list[Rejection] = []  # registry refusals not yet in a round's record
         self.records: list[dict[str, Any]] = []
         self._sent: list[int] = []  # clients messaged this round
-        self._bytes_down = 0
+        self._down_bytes: dict[int, int] = {}  # bytes each client was sent this round
         self._chosen: tuple[list[int], list[int]] = ([], [])
         self._start = 0.0
 
@@ -89,8 +89,8 @@ class SpikefedStrategy(Strategy):
         communicates = self.fed.algorithm.communicates
         alg = self.fed.algorithm
         downlinks = {cid: alg.downlink(self.server_state, self.broadcast, cid) for cid in chosen}
-        self._bytes_down = (sum(payload_bytes(d) for d in downlinks.values())
-                            if communicates else 0)
+        self._down_bytes = ({cid: payload_bytes(d) for cid, d in downlinks.items()}
+                            if communicates else {})
         self._sent = [cid for cid in chosen if cid not in stragglers]
         messages = []
         for cid in self._sent:
@@ -143,11 +143,12 @@ class SpikefedStrategy(Strategy):
             server_round, alg, self.server_state, self.broadcast, intake)
         chosen, stragglers = self._chosen
         record = round_record(server_round, round_lr(self.cfg, server_round), chosen, stragglers,
-                              intake, self._bytes_down, aggregated, alg, self.server_state,
-                              self.pipeline.aggregator.select is not None)
+                              intake, sum(self._down_bytes.values()), aggregated, alg,
+                              self.server_state, self.pipeline.aggregator.select is not None)
         if self.evaluator.due(server_round):
             record.update(self.evaluator.record(alg, self.server_state, intake.uploads,
                                                 client_evals))
+        add_round_energy(record, intake, self._down_bytes, self.cfg.energy)
         record["wall_s"] = time.perf_counter() - self._start
         self.records.append(record)
         if self.metrics is not None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from spikefed.energy import EnergyModel, add_client_energy, round_energy
 from spikefed.fl.base import Algorithm
 from spikefed.rounds.pipeline import RoundIntake
 
@@ -36,3 +38,10 @@ def round_record(round_idx: int, lr: float, chosen: list[int], stragglers: list[
         record["aggregator_rejected"] = [d.as_record() for d in intake.dropped]
     record.update(algorithm.round_metrics(server_state))
     return record
+
+
+def add_round_energy(record: dict[str, Any], intake: RoundIntake, down_bytes: Mapping[int, int],
+                     model: EnergyModel) -> None:
+    """Add the round's energy (training counts, radio bits; `spikefed.energy`) to `record`,
+    per client too when it lists clients. Call after the evaluation part is in."""
+    add_client_energy(record, round_energy(intake.uploads, intake.wire_bytes, down_bytes, model))

@@ -5,9 +5,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from spikefed.energy import energy_summary
 
-def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Final and best accuracies, total bytes and time, from the per-round records."""
+
+def summarize(records: list[dict[str, Any]],
+              energy_targets: list[float] | None = None) -> dict[str, Any]:
+    """Final and best accuracies, total bytes, energy and time, from the per-round records
+    (`energy_targets`: accuracies to report the energy to reach, `spikefed.energy`)."""
     evals = [r for r in records if r.get("server_acc") is not None
              or r.get("client_acc_mean") is not None]
     last = evals[-1] if evals else {}
@@ -30,4 +34,5 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         **{k: v for k, v in (records[-1] if records else {}).items() if k.startswith("dp_")},
         **{k: v for k, v in last.items() if k.startswith("hw_")},
         **{k: last[k] for k in ("avg_task_acc", "forgetting") if k in last},
+        **energy_summary(records, energy_targets),
     }

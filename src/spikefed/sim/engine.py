@@ -23,7 +23,7 @@ from spikefed.report.sinks import publish_run, require_sinks
 from spikefed.rounds.evaluation import ClientEval, RoundEvaluator
 from spikefed.rounds.files import atomic_write_bytes
 from spikefed.rounds.pipeline import RoundIntake, UploadPipeline
-from spikefed.rounds.record import round_record
+from spikefed.rounds.record import add_round_energy, round_record
 from spikefed.rounds.sampling import sample_clients
 from spikefed.rounds.summary import summarize
 from spikefed.rounds.validation import Rejection
@@ -107,8 +107,9 @@ class Simulation:
         intake, new_states = self._train_clients(state, active, ctx, progress, downlinks)
         self.pipeline.close(r, intake, new_states)
         state.client_states.update(new_states)
-        bytes_down = (sum(payload_bytes(d) for d in downlinks.values())
-                      if alg.communicates else 0)
+        down_bytes = ({cid: payload_bytes(d) for cid, d in downlinks.items()}
+                      if alg.communicates else {})
+        bytes_down = sum(down_bytes.values())
         state.server_state, state.broadcast, aggregated = self.pipeline.aggregate(
             r, alg, state.server_state, state.broadcast, intake)
         state.round = r
@@ -116,6 +117,7 @@ class Simulation:
                               state.server_state, self.pipeline.aggregator.select is not None)
         if self.evaluator.due(r):
             record.update(self._eval_record(state, intake.uploads, progress))
+        add_round_energy(record, intake, down_bytes, self.cfg.energy)
         record["wall_s"] = time.perf_counter() - start
         return record
 
@@ -223,7 +225,7 @@ class Simulation:
     def finish(self) -> dict[str, Any]:
         """Write summary.json, curves.png, report.html (and sinks) from the metrics so far."""
         records = self.metrics.records()
-        summary = summarize(records)
+        summary = summarize(records, energy_targets=self.cfg.energy.target_acc)
         summary["run_dir"] = str(self.out)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         plot_curves(records, self.out / "curves.png", title=self.cfg.name)
