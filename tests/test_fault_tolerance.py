@@ -21,7 +21,7 @@ from spikefed.cli import app
 from spikefed.config import load_config
 from spikefed.report import read_metrics
 from spikefed.sim import Simulation
-from spikefed.sim.checkpoint import load_checkpoint
+from spikefed.sim.checkpoint import load_checkpoint, save_checkpoint
 
 CONFIG = """\
 name: crash
@@ -391,6 +391,24 @@ def test_damaged_or_binary_config_on_resume_names_the_file(tmp_path) -> None:
     _assert_clean_error(_resume(run), str(cfg), "not UTF-8", "saved config of the run")
     cfg.write_text(saved.replace("rounds: 1", "rounds: 7"))
     _assert_clean_error(_resume(run), "different config (train.rounds: 1 -> 7)")
+
+
+def test_checkpoint_from_before_a_new_config_section_resumes(tmp_path) -> None:
+    """A run written before a config section existed (its saved config lacks it) resumes:
+    the new section's defaults reproduce the old behaviour, so it is no difference."""
+    reference = tmp_path / "reference"
+    Simulation(_tiny_cfg(tmp_path), reference).run()
+    run = _half_run(tmp_path)
+    ckpt = load_checkpoint(run / "checkpoint")
+    for section in ("aggregator", "asynchronous", "drift"):
+        ckpt["config"].pop(section)
+    save_checkpoint(run / "checkpoint", ckpt)
+    saved = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(saved.split("aggregator:")[0])  # sections are last
+    result = _resume(run)
+    assert result.exit_code == 0, result.output
+    assert (_strip(read_metrics(run / "metrics.jsonl"))
+            == _strip(read_metrics(reference / "metrics.jsonl")))
 
 
 def test_stale_temporary_files_are_cleaned_on_start_and_resume(tmp_path) -> None:

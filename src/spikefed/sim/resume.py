@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from spikefed.config import ConfigError, validate_config
 from spikefed.sim.checkpoint import CheckpointError
 
 # (section, key) pairs that may change between a run and its resumption.
@@ -29,6 +30,16 @@ def experiment_part(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def with_current_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` as this spikefed dumps it: sections and keys added since the run was written
+    take their defaults (which reproduce the old behaviour), so they are not differences.
+    A config this spikefed cannot read is returned as it is."""
+    try:
+        return validate_config(config, "checkpoint config").model_dump(mode="json")
+    except ConfigError:
+        return config
+
+
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         diffs = []
@@ -44,7 +55,8 @@ def check_checkpoint(ckpt: dict[str, Any], config: dict[str, Any], path: Path) -
         if not isinstance(ckpt.get(key), kind):
             raise CheckpointError(f"checkpoint {path} lacks a valid '{key}' entry; it was not "
                                   "written by this spikefed: restart the run with --overwrite")
-    diffs = _differences(experiment_part(ckpt["config"]), experiment_part(config))
+    diffs = _differences(experiment_part(with_current_defaults(ckpt["config"])),
+                         experiment_part(config))
     if diffs:
         raise CheckpointError(
             f"the checkpoint {path} was written with a different config ({'; '.join(diffs[:5])}); "
