@@ -12,10 +12,11 @@ from typer.testing import CliRunner
 from spikefed.cli import app
 from spikefed.config import ConfigError, load_config
 from spikefed.report import read_metrics
+from spikefed.rounds.asynchronous import mix, staleness_weight
 from spikefed.sim import Simulation
-from spikefed.sim.asynchronous import AsyncSimulation, mix, simulation_for
+from spikefed.sim.asynchronous import AsyncSimulation, simulation_for
 from spikefed.sim.checkpoint import load_checkpoint
-from spikefed.sim.clock import draw_devices, staleness_weight, update_duration
+from spikefed.sim.clock import draw_devices, update_duration
 
 TINY = ["data.num_clients=4", "data.test_subset=100", "model.T=2", "model.kwargs.hidden=[16]",
         "data.partition.scheme=iid", "train.eval_clients=false", "train.eval_every=100"]

@@ -23,16 +23,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from spikefed.config import ExperimentConfig
 from spikefed.experiment import Federation
 from spikefed.fl.base import Tensors, Upload, payload_bytes
+from spikefed.rounds.asynchronous import (
+    AsyncStep,
+    apply_update,
+    flush_buffer,
+    next_client,
+)
 from spikefed.rounds.divergence import loss_limit, screen_losses
-from spikefed.rounds.record import mean_or_none
-from spikefed.rounds.validation import Clip, Rejection
+from spikefed.rounds.validation import Rejection
 from spikefed.sim.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from spikefed.sim.clock import draw_devices, next_client, staleness_weight, update_duration
+from spikefed.sim.clock import draw_devices, update_duration
 from spikefed.sim.engine import ProgressFn, RunState, Simulation
 from spikefed.sim.resume import check_checkpoint, check_metrics_complete
 from spikefed.sim.rundir import RunDirLock, check_fresh_start, clean_temporaries
@@ -61,23 +64,6 @@ class AsyncState(RunState):
                 "dispatches": self.dispatches, "in_flight": list(self.in_flight),
                 "models": self.models, "client_rounds": self.client_rounds,
                 "buffer": self.buffer}
-
-
-@dataclass
-class _Step:
-    """What happened since the last record (becomes the next one)."""
-
-    applied: list[Upload] = field(default_factory=list)
-    staleness: list[int] = field(default_factory=list)
-    weights: list[float] = field(default_factory=list)
-    arrived: list[int] = field(default_factory=list)
-    rejected: list[Rejection] = field(default_factory=list)
-    clipped: list[Clip] = field(default_factory=list)
-    losses: list[float | None] = field(default_factory=list)
-    bytes_up: int = 0
-    bytes_down: int = 0
-    dispatched: int = 0
-    stepped: bool = False
 
 
 class AsyncSimulation(Simulation):
@@ -129,7 +115,7 @@ class AsyncSimulation(Simulation):
         return state.arrivals >= self.acfg.updates and not state.buffer
 
     # ----- events -------------------------------------------------------------------------
-    def _dispatch(self, state: AsyncState, step: _Step) -> None:
+    def _dispatch(self, state: AsyncState, step: AsyncStep) -> None:
         """Send the current model to the next idle client (drawn from seed and counter)."""
         busy = {entry[1] for entry in state.in_flight}
         idle = [c for c in range(len(self.fed.clients)) if c not in busy]
@@ -156,7 +142,7 @@ class AsyncSimulation(Simulation):
                                               f"{exc}")
         return upload, new_state, None
 
-    def _arrive(self, state: AsyncState, step: _Step) -> None:
+    def _arrive(self, state: AsyncState, step: AsyncStep) -> None:
         """Process the earliest arrival: train, judge, then apply or buffer its update."""
         arrival, cid, version, client_round = heapq.heappop(state.in_flight)
         state.now = arrival
@@ -180,29 +166,16 @@ class AsyncSimulation(Simulation):
             state.client_states[cid] = new_state
             self._apply(state, step, upload, dispatched_model, state.version - version)
 
-    def _apply(self, state: AsyncState, step: _Step, upload: Upload, dispatched: Tensors,
+    def _apply(self, state: AsyncState, step: AsyncStep, upload: Upload, dispatched: Tensors,
                staleness: int) -> None:
-        weight = staleness_weight(self.acfg, staleness)
-        step.applied.append(upload)
-        step.staleness.append(staleness)
-        step.weights.append(weight)
-        step.losses.append(upload.metrics.get("train_loss"))
-        step.bytes_up += upload.nbytes
-        if self.acfg.mode == "fedasync":
-            self._set_model(state, mix(state.broadcast, upload.tensors,
-                                       self.acfg.alpha * weight))
-            step.stepped = True
-            return
-        state.buffer.append({"delta": delta(upload.tensors, dispatched),
-                             "num_samples": upload.num_samples, "weight": weight})
-        if len(state.buffer) >= self.acfg.buffer_size:
-            self._flush(state, step)
+        new = apply_update(self.acfg, state.broadcast, state.buffer, upload, dispatched,
+                           staleness, step)
+        if new is not None:
+            self._set_model(state, new)
 
-    def _flush(self, state: AsyncState, step: _Step) -> None:
+    def _flush(self, state: AsyncState, step: AsyncStep) -> None:
         """FedBuff's server step on the buffered deltas."""
-        self._set_model(state, apply_buffer(state.broadcast, state.buffer, self.acfg.server_lr))
-        state.buffer = []
-        step.stepped = True
+        self._set_model(state, flush_buffer(self.acfg, state.broadcast, state.buffer, step))
 
     def _set_model(self, state: AsyncState, params: Tensors) -> None:
         state.server_state = {**state.server_state, "params": params}
@@ -213,7 +186,7 @@ class AsyncSimulation(Simulation):
         """Process arrivals until the server model changes (or the budget ends); return the
         record of what happened."""
         start = time.perf_counter()
-        step = _Step()
+        step = AsyncStep()
         if state.dispatches == 0:
             for _ in range(min(self.acfg.concurrency, self.acfg.updates)):
                 self._dispatch(state, step)
@@ -234,20 +207,9 @@ class AsyncSimulation(Simulation):
         record["wall_s"] = time.perf_counter() - start
         return record
 
-    def _record(self, state: AsyncState, step: _Step) -> dict[str, Any]:
-        return {
-            "round": state.round, "model_version": state.version,
-            "virtual_time_s": state.now, "updates": state.arrivals, "lr": self.ctx.lr,
-            "participants": step.dispatched, "uploads": len(step.applied),
-            "stragglers": 0, "aggregated": step.stepped, "arrived": step.arrived,
-            "bytes_up": step.bytes_up, "bytes_down": step.bytes_down,
-            "train_loss_mean": mean_or_none(step.losses),
-            "staleness_mean": mean_or_none([float(s) for s in step.staleness]),
-            "staleness_max": max(step.staleness, default=None),
-            "staleness_weight_mean": mean_or_none(step.weights),
-            "rejected": [bad.as_record() for bad in step.rejected],
-            "clipped": [clip.as_record() for clip in step.clipped],
-        }
+    def _record(self, state: AsyncState, step: AsyncStep) -> dict[str, Any]:
+        return step.record(state.round, state.version, ("virtual_time_s", state.now),
+                           state.arrivals, self.ctx.lr)
 
     # ----- whole run ----------------------------------------------------------------------
     def run(self, resume: bool = False, progress: ProgressFn | None = None,
@@ -274,41 +236,6 @@ class AsyncSimulation(Simulation):
                 if stop_after is not None and state.round >= stop_after:
                     break
             return self.finish()
-
-
-def mix(server: Tensors, client: Tensors, alpha: float) -> Tensors:
-    """FedAsync's update (1 - alpha) server + alpha client (float64 arithmetic; integer
-    tensors, e.g. BatchNorm's counter, keep the server's value)."""
-    out: Tensors = {}
-    for key, w in server.items():
-        if torch.is_floating_point(w):
-            mixed = (1.0 - alpha) * w.to(torch.float64) + alpha * client[key].to(torch.float64)
-            out[key] = mixed.to(w.dtype)
-        else:
-            out[key] = w.clone()
-    return out
-
-
-def delta(upload: Tensors, dispatched: Tensors) -> Tensors:
-    """A client's update: upload minus the model it was dispatched with (float64, exact for
-    float32 models)."""
-    return {k: upload[k].to(torch.float64) - v.to(torch.float64)
-            for k, v in dispatched.items() if torch.is_floating_point(v)}
-
-
-def apply_buffer(server: Tensors, buffer: list[dict[str, Any]], server_lr: float) -> Tensors:
-    """FedBuff's step: server + server_lr x sum_i n_i s_i delta_i / sum_j n_j."""
-    total = sum(entry["num_samples"] for entry in buffer)
-    out: Tensors = {}
-    for key, w in server.items():
-        if not torch.is_floating_point(w):
-            out[key] = w.clone()
-            continue
-        acc = torch.zeros_like(w, dtype=torch.float64)
-        for entry in buffer:
-            acc += entry["delta"][key] * (entry["num_samples"] * entry["weight"] / total)
-        out[key] = (w.to(torch.float64) + server_lr * acc).to(w.dtype)
-    return out
 
 
 def simulation_for(cfg: ExperimentConfig, out_dir: str | Path,

@@ -1,4 +1,5 @@
-"""The virtual clock of asynchronous runs: device speeds, link latencies, staleness weights.
+"""The virtual clock of asynchronous runs: device speeds and link latencies (staleness weights
+and the dispatch draw are engine-neutral: `spikefed.rounds.asynchronous`).
 
 Every device draws its compute speed and its link latency once, from the run's seed alone
 (`numpy.random.default_rng([seed, CLOCK_STREAM])`), so the same config gives the same devices
@@ -9,18 +10,15 @@ latency.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from spikefed.config import AsyncConfig, ClockConfig
+from spikefed.config import ClockConfig
 
 #: Seed stream of the device draws (kept apart from every other use of the run's seed).
 CLOCK_STREAM = 0xC10C
-#: Seed stream of the choice of the next client to dispatch.
-DISPATCH_STREAM = 0xD15B
 
 
 @dataclass(frozen=True)
@@ -59,23 +57,3 @@ def sync_round_time(clock: ClockConfig, devices: Devices, participants: Sequence
     """Virtual seconds of one synchronous round: the slowest participant's update."""
     return max((update_duration(clock, devices, c, sizes[c], local_epochs)
                 for c in participants), default=0.0)
-
-
-def staleness_weight(cfg: AsyncConfig, staleness: int) -> float:
-    """s(t - tau) of Xie et al. (2019): constant, polynomial or hinge (see `AsyncConfig`)."""
-    if staleness < 0:
-        raise ValueError(f"staleness {staleness} < 0: an update cannot come from the future")
-    if cfg.staleness == "constant":
-        return 1.0
-    if cfg.staleness == "polynomial":
-        return math.pow(staleness + 1, -cfg.staleness_a)
-    if staleness <= cfg.staleness_b:
-        return 1.0
-    return 1.0 / (cfg.staleness_a * (staleness - cfg.staleness_b) + 1.0)
-
-
-def next_client(seed: int, dispatch: int, idle: Sequence[int]) -> int:
-    """The client dispatched `dispatch`-th (from 1): uniform over the idle ones, drawn from
-    (seed, dispatch) alone, so no generator state needs saving for an exact resume."""
-    rng = np.random.default_rng([seed, DISPATCH_STREAM, dispatch])
-    return sorted(idle)[int(rng.integers(len(idle)))]
