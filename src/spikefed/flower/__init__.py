@@ -1,7 +1,8 @@
 """Run spikefed experiments on Flower (optional extra: `pip install 'spikefed[flower]'`).
 
 `make_server_app` / `make_client_app` wrap any spikefed algorithm as a Flower ServerApp
-(with `SpikefedStrategy`) and ClientApp; `run_local` drives both in one process;
+(with `SpikefedStrategy`, or `AsyncSpikefedStrategy` for an `asynchronous:` section) and
+ClientApp; `run_local` drives both in one process;
 `spikefed.flower.template` writes a ready-to-run Flower app. The core and the in-process
 engine never import this package; names are loaded on first use, so `spikefed.flower.template`
 works without Flower installed.
@@ -18,6 +19,7 @@ _EXPORTS = {
     "run_federation": "spikefed.flower.server",
     "SERVER_MODEL_FILE": "spikefed.flower.server",
     "SpikefedStrategy": "spikefed.flower.strategy",
+    "AsyncSpikefedStrategy": "spikefed.flower.asynchronous",
     "LocalGrid": "spikefed.flower.local",
     "run_local": "spikefed.flower.local",
 }

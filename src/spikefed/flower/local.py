@@ -4,12 +4,14 @@
 directly (one `Context` per node, kept across rounds like a SuperNode keeps it). Client
 exceptions become error replies, as in Flower's engines. It needs no Ray and no network, so
 tests and notebooks can check an app quickly; `flwr run` uses Flower's real engines.
+Replies are ready at once unless `reply_delay` holds some back for a number of pulls, which
+lets tests of asynchronous runs order arrivals deterministically (slow nodes, late replies).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
 from flwr.app import Context, Error, Message, RecordDict
@@ -28,8 +30,11 @@ class LocalGrid(Grid):
     """An in-process Grid with `num_nodes` virtual SuperNodes running `client_app`."""
 
     def __init__(self, client_app: ClientApp, num_nodes: int, run_config: dict | None = None,
-                 run_id: int = 1) -> None:
+                 run_id: int = 1, reply_delay: Mapping[int, int] | None = None) -> None:
+        """`reply_delay` maps a node id (1000 + partition) to how many `pull_messages` calls
+        asking for a reply of that node return without it (default 0: ready at once)."""
         self.client_app = client_app
+        self.reply_delay = dict(reply_delay or {})
         self._run = Run.create_empty(run_id=run_id)
         self.run_config = dict(run_config or {})
         self.contexts = {
@@ -39,6 +44,7 @@ class LocalGrid(Grid):
             for i in range(num_nodes)}
         self._ids = itertools.count(1)
         self._replies: dict[str, Message] = {}
+        self._held: dict[str, int] = {}  # message id -> pulls its reply is still held for
 
     def set_run(self, run: Run) -> None:
         self._run = run
@@ -60,15 +66,30 @@ class LocalGrid(Grid):
             msg_id = f"local-{next(self._ids)}"
             msg.metadata.__dict__["_message_id"] = msg_id
             self._replies[msg_id] = self._deliver(msg)
+            self._held[msg_id] = self.reply_delay.get(msg.metadata.dst_node_id, 0)
             ids.append(msg_id)
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return [self._replies.pop(i) for i in message_ids if i in self._replies]
+        ready = []
+        for i in message_ids:
+            if i not in self._replies:
+                continue
+            if self._held[i] > 0:
+                self._held[i] -= 1
+                continue
+            del self._held[i]
+            ready.append(self._replies.pop(i))
+        return ready
 
     def send_and_receive(self, messages: Iterable[Message], *,
                          timeout: float | None = None) -> Iterable[Message]:
-        return self.pull_messages(self.push_messages(messages))
+        pending = list(self.push_messages(messages))
+        replies: list[Message] = []
+        while pending:  # held replies come after their delay (each pull counts one down)
+            replies += self.pull_messages(pending)
+            pending = [i for i in pending if i in self._replies]
+        return replies
 
     def _deliver(self, msg: Message) -> Message:
         context = self.contexts[msg.metadata.dst_node_id]
@@ -91,12 +112,14 @@ def local_identity(run_id: int) -> Iterator[None]:
 
 
 def run_local(server_app: ServerApp, client_app: ClientApp, num_nodes: int,
-              run_config: dict | None = None) -> LocalGrid:
-    """Run `server_app` against `num_nodes` in-process nodes running `client_app`.
+              run_config: dict | None = None, reply_delay: Mapping[int, int] | None = None
+              ) -> LocalGrid:
+    """Run `server_app` against `num_nodes` in-process nodes running `client_app`
+    (`reply_delay`: see `LocalGrid`).
 
     Returns the grid, whose `contexts` hold each node's final (private) state.
     """
-    grid = LocalGrid(client_app, num_nodes, run_config)
+    grid = LocalGrid(client_app, num_nodes, run_config, reply_delay=reply_delay)
     context = Context(run_id=grid.run.run_id, node_id=SERVER_NODE_ID, node_config={},
                       state=RecordDict(), run_config=dict(grid.run_config))
     with local_identity(grid.run.run_id):

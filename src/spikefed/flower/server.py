@@ -14,6 +14,7 @@ from flwr.serverapp import Grid, ServerApp
 from spikefed.config import dump_config
 from spikefed.experiment import Federation, build_federation
 from spikefed.flower.appconfig import experiment_config
+from spikefed.flower.asynchronous import AsyncSpikefedStrategy
 from spikefed.flower.strategy import SpikefedStrategy
 from spikefed.flower.support import require_flower_support
 from spikefed.report.sinks import publish_run, require_sinks
@@ -26,7 +27,8 @@ SERVER_MODEL_FILE = "server_model.pt"
 def run_federation(grid: Grid, federation: Federation, out_dir: str | Path | None = None,
                    round_timeout_s: float = 3600.0, node_wait_s: float = 300.0
                    ) -> SpikefedStrategy:
-    """Run `federation` for `train.rounds` rounds over `grid`; return the finished strategy.
+    """Run `federation` for `train.rounds` rounds over `grid` (or, with an `asynchronous:`
+    section, for `asynchronous.updates` client updates); return the finished strategy.
 
     With `out_dir`, writes `config.yaml`, `metrics.jsonl` (one line a round, as the
     in-process engine), `summary.json` and the final server model (`server_model.pt`).
@@ -38,7 +40,9 @@ def run_federation(grid: Grid, federation: Federation, out_dir: str | Path | Non
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(dump_config(federation.cfg))
         (out / "metrics.jsonl").unlink(missing_ok=True)
-    strategy = SpikefedStrategy(federation, out, node_wait_s=node_wait_s)
+    # asynchronous: section -> FedAsync/FedBuff on the wall clock (flower/asynchronous.py)
+    kind = SpikefedStrategy if federation.cfg.asynchronous is None else AsyncSpikefedStrategy
+    strategy = kind(federation, out, node_wait_s=node_wait_s)
     strategy.start(grid, strategy.initial_arrays(), num_rounds=federation.cfg.train.rounds,
                    timeout=round_timeout_s)
     if out is not None:
@@ -60,7 +64,8 @@ def make_server_app(app_dir: str | Path | None = None, federation: Federation | 
     The experiment is `federation`, or the run config's `config` + `set` (resolved against
     `app_dir`). Outputs go to `out_dir`, else the run config's `out-dir` (relative paths are
     relative to the working directory of the process running the ServerApp), else nowhere.
-    Run config `round-timeout` (s) bounds a round; `node-wait` (s) bounds waiting for nodes.
+    Run config `round-timeout` (s) bounds a round (asynchronous runs: each reply);
+    `node-wait` (s) bounds waiting for nodes.
     `on_done` receives the finished strategy (final server state, per-round records).
     """
     app = ServerApp()

@@ -1,5 +1,5 @@
-"""What the Flower engine runs: synchronous rounds on fixed client data (no `flwr` import, so
-the CLI can check a config before Flower is installed)."""
+"""What the Flower engine runs: synchronous or asynchronous rounds on fixed client data (no
+`flwr` import, so the CLI can check a config before Flower is installed)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,7 @@ from spikefed.config import ConfigError, ExperimentConfig
 
 def require_flower_support(cfg: ExperimentConfig) -> ExperimentConfig:
     """`cfg` unchanged, or a `ConfigError` naming the section only the in-process engine runs:
-    `asynchronous:` (docs/async.md) and `drift:` (docs/edge.md)."""
-    if cfg.asynchronous is not None:
-        raise ConfigError(f"asynchronous.mode={cfg.asynchronous.mode!r}: asynchronous FL runs "
-                          "only on the in-process engine (`spikefed run`); the Flower engine "
-                          "runs synchronous rounds: remove the asynchronous section to run on "
-                          "Flower")
+    `drift:` (docs/edge.md). (`asynchronous:` runs on both: docs/async.md.)"""
     if cfg.drift is not None:
         raise ConfigError("drift: (continual learning under a task schedule) runs only in the "
                           "in-process engine, which gives clients each round's task data; run "
