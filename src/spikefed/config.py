@@ -422,7 +422,8 @@ class ClockConfig(Strict):
 
 
 class AsyncConfig(Strict):
-    """Asynchronous FL on a virtual clock in the in-process engine (docs/async.md)."""
+    """Asynchronous FL: on a virtual clock in the in-process engine, on the wall clock on
+    Flower (where `clock` does not apply; docs/async.md)."""
 
     mode: Literal["fedasync", "fedbuff"] = Field(
         "fedasync", description="fedasync (Xie et al. 2019: mix each arriving model into the "
@@ -460,8 +461,8 @@ class ExperimentConfig(Strict):
     drift: DriftConfig | None = None
     aggregator: AggregatorConfig = AggregatorConfig()
     asynchronous: AsyncConfig | None = Field(
-        None, description="run asynchronously on a virtual clock (in-process engine only); "
-        "null: synchronous rounds")
+        None, description="run asynchronously (in-process engine: on a virtual clock; "
+        "Flower: on the wall clock); null: synchronous rounds")
 
     @model_validator(mode="after")
     def _check_round_sizes(self) -> ExperimentConfig:
