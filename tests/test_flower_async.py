@@ -14,8 +14,14 @@ from flwr.app import Message, RecordDict  # noqa: E402
 from spikefed.config import load_config  # noqa: E402
 from spikefed.experiment import build_federation  # noqa: E402
 from spikefed.fl.fedavg import FedAvg  # noqa: E402
-from spikefed.flower import AsyncSpikefedStrategy, make_client_app, make_server_app  # noqa: E402
-from spikefed.flower.local import run_local  # noqa: E402
+from spikefed.flower import (  # noqa: E402
+    AsyncSpikefedStrategy,
+    LocalGrid,
+    make_client_app,
+    make_server_app,
+    run_federation,
+)
+from spikefed.flower.local import local_identity, run_local  # noqa: E402
 from spikefed.report import read_metrics  # noqa: E402
 from spikefed.rounds.asynchronous import staleness_weight  # noqa: E402
 from spikefed.sim.asynchronous import AsyncSimulation  # noqa: E402
@@ -168,3 +174,28 @@ def test_a_reply_that_never_comes_is_bounded_by_the_round_timeout(tmp_path) -> N
     assert lost and all(bad["client"] == 2 and "no reply within the round timeout (0.2 s)"
                         in bad["reason"] for bad in lost)
     assert sum(r["uploads"] for r in records) == 6 - len(lost)
+
+
+class DroppingGrid(LocalGrid):
+    """A grid that does not accept TRAIN messages to client 1's node (empty message id)."""
+
+    def push_messages(self, messages):
+        messages = list(messages)
+        if len(messages) == 1 and messages[0].metadata.dst_node_id == 1001 \
+                and messages[0].metadata.message_type == "train":
+            return [""]
+        return super().push_messages(messages)
+
+
+def test_a_message_the_grid_refuses_is_an_immediate_rejection(tmp_path) -> None:
+    fed = _federation("asynchronous.concurrency=2", "asynchronous.updates=8",
+                      "train.eval_every=100")
+    grid = DroppingGrid(make_client_app(federation=fed), len(fed.clients))
+    with local_identity(grid.run.run_id):
+        strategy = run_federation(grid, fed, tmp_path)
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    arrived = [c for r in records for c in r["arrived"]]
+    reasons = [bad["reason"] for r in records for bad in r["rejected"]]
+    assert records[-1]["updates"] == 8 and 1 in arrived
+    assert reasons == ["the grid did not accept the message to node 1001"] * arrived.count(1)
+    assert strategy.version == 8 - arrived.count(1) and strategy.in_flight == {}

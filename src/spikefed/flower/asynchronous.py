@@ -50,6 +50,7 @@ class Sent:
     node: int
     version: int
     pushed_at: float  # time.monotonic()
+    pushed: bool = True  # False: the grid did not accept the message
 
 
 class AsyncSpikefedStrategy(SpikefedStrategy):
@@ -72,6 +73,7 @@ class AsyncSpikefedStrategy(SpikefedStrategy):
         self.models: dict[int, Tensors] = {}  # model versions in-flight clients were sent
         self.buffer: list[dict[str, Any]] = []
         self._evals: dict[int, ClientEval | None] = {}
+        self._unsent: list[Sent] = []  # messages the grid did not accept
         self._began = 0.0
 
     def summary(self) -> None:
@@ -129,17 +131,21 @@ class AsyncSpikefedStrategy(SpikefedStrategy):
         message = Message(train_content(to_record(self.broadcast), self.client_rounds[cid], cid),
                           dst_node_id=node, message_type=MessageType.TRAIN,
                           group_id=f"async-{self.dispatches}")
-        for msg_id in grid.push_messages([message]):
-            self.in_flight[msg_id] = Sent(self.dispatches, cid, node, self.version,
-                                          time.monotonic())
+        ids = [i for i in grid.push_messages([message]) if i]
+        sent = Sent(self.dispatches, cid, node, self.version, time.monotonic(), bool(ids))
+        if ids:
+            self.in_flight[ids[0]] = sent
+        else:  # an arrival at once, rejected (see `_upload`)
+            self._unsent.append(sent)
         step.bytes_down += payload_bytes(self.broadcast)
         step.dispatched += 1
 
     def _wait(self, grid: Grid, timeout: float) -> list[tuple[Sent, Message | None]]:
-        """The replies in so far (in dispatch order), and the messages past `timeout` (with
-        None); polls every `poll_s` until there is at least one."""
+        """The replies in so far (in dispatch order), and the messages past `timeout` or never
+        pushed (with None); polls every `poll_s` until there is at least one."""
         while True:
-            came: list[tuple[Sent, Message | None]] = []
+            came: list[tuple[Sent, Message | None]] = [(sent, None) for sent in self._unsent]
+            self._unsent = []
             for reply in grid.pull_messages(list(self.in_flight)):
                 sent = self.in_flight.pop(reply.metadata.reply_to_message_id, None)
                 if sent is not None:
@@ -181,6 +187,10 @@ class AsyncSpikefedStrategy(SpikefedStrategy):
                 timeout: float) -> Upload | None:
         """The upload a reply carries, or None with the reason in `step.rejected`."""
         cid = sent.client
+        if reply is None and not sent.pushed:
+            step.rejected.append(Rejection(cid, f"the grid did not accept the message to node "
+                                                f"{sent.node}"))
+            return None
         if reply is None:
             step.rejected.append(Rejection(cid, f"no reply within the round timeout "
                                                 f"({timeout:g} s)"))

@@ -32,7 +32,8 @@ class LocalGrid(Grid):
     def __init__(self, client_app: ClientApp, num_nodes: int, run_config: dict | None = None,
                  run_id: int = 1, reply_delay: Mapping[int, int] | None = None) -> None:
         """`reply_delay` maps a node id (1000 + partition) to how many `pull_messages` calls
-        asking for a reply of that node return without it (default 0: ready at once)."""
+        asking for a reply of that node return without it (default 0: ready at once);
+        `send_and_receive` waits for every reply, as Flower's does without a timeout."""
         self.client_app = client_app
         self.reply_delay = dict(reply_delay or {})
         self._run = Run.create_empty(run_id=run_id)
@@ -84,12 +85,10 @@ class LocalGrid(Grid):
 
     def send_and_receive(self, messages: Iterable[Message], *,
                          timeout: float | None = None) -> Iterable[Message]:
-        pending = list(self.push_messages(messages))
-        replies: list[Message] = []
-        while pending:  # held replies come after their delay (each pull counts one down)
-            replies += self.pull_messages(pending)
-            pending = [i for i in pending if i in self._replies]
-        return replies
+        ids = list(self.push_messages(messages))
+        for i in ids:  # waits for every reply: `reply_delay` holds replies back from pulls only
+            self._held[i] = 0
+        return self.pull_messages(ids)
 
     def _deliver(self, msg: Message) -> Message:
         context = self.contexts[msg.metadata.dst_node_id]
