@@ -74,6 +74,7 @@ class AsyncSpikefedStrategy(SpikefedStrategy):
         self.buffer: list[dict[str, Any]] = []
         self._evals: dict[int, ClientEval | None] = {}
         self._unsent: list[Sent] = []  # messages the grid did not accept
+        self._pulled: list[Sent] = []  # replies pulled but not yet processed
         self._began = 0.0
 
     def summary(self) -> None:
@@ -105,11 +106,11 @@ class AsyncSpikefedStrategy(SpikefedStrategy):
         while self.arrivals < self.acfg.updates:
             batch = self._wait(grid, timeout)
             for i, (sent, reply) in enumerate(batch):
+                self._pulled = [s for s, _ in batch[i + 1:]]  # in, not yet processed
                 self._arrive(sent, reply, step, timeout)
                 if self.dispatches < self.acfg.updates:
                     self._dispatch(grid, step)
-                pending = [*self.in_flight.values(), *(s for s, _ in batch[i + 1:])]
-                referenced = {s.version for s in pending}
+                referenced = {s.version for s in [*self.in_flight.values(), *self._pulled]}
                 self.models = {v: m for v, m in self.models.items() if v in referenced}
                 last = self.arrivals >= self.acfg.updates
                 if step.stepped or (last and step.arrived):
@@ -121,7 +122,7 @@ class AsyncSpikefedStrategy(SpikefedStrategy):
 
     def _dispatch(self, grid: Grid, step: AsyncStep) -> None:
         """Push the current model to the next idle client (drawn from seed and counter)."""
-        busy = {s.client for s in self.in_flight.values()}
+        busy = {s.client for s in [*self.in_flight.values(), *self._pulled, *self._unsent]}
         idle = [c for c in range(len(self.fed.clients)) if c not in busy]
         self.dispatches += 1
         cid = next_client(self.cfg.seed, self.dispatches, idle)
