@@ -27,6 +27,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
 
+from spikefed.config import ClockConfig
 from spikefed.experiment import Federation, round_lr
 from spikefed.fl.base import Tensors, Upload, payload_bytes
 from spikefed.flower.records import to_record, train_content, upload_from_reply
@@ -83,6 +84,9 @@ class AsyncSpikefedStrategy(SpikefedStrategy):
         log.info("spikefed %s asynchronous (%s): %d clients, concurrency %d, %d updates",
                  self.fed.algorithm.name, a.mode, len(self.fed.clients), a.concurrency,
                  a.updates)
+        if a.clock != ClockConfig():
+            log.warning("asynchronous.clock (virtual device speeds and latencies) does not "
+                        "apply on Flower: real devices set the arrival order")
 
     # ----- the run --------------------------------------------------------------------------
     def start(self, grid: Grid, initial_arrays: ArrayRecord | None = None,
@@ -180,7 +184,8 @@ class AsyncSpikefedStrategy(SpikefedStrategy):
         if not intake.uploads:
             return
         new = apply_update(self.acfg, self.broadcast, self.buffer, intake.uploads[0],
-                           dispatched, self.version - sent.version, step)
+                           dispatched, self.version - sent.version, step,
+                           wire_bytes=intake.wire_bytes[cid])
         if new is not None:
             self._set_model(new)
 

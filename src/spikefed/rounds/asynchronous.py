@@ -82,17 +82,18 @@ def apply_buffer(server: Tensors, buffer: list[dict[str, Any]], server_lr: float
 
 
 def apply_update(cfg: AsyncConfig, server: Tensors, buffer: list[dict[str, Any]],
-                 upload: Upload, dispatched: Tensors, staleness: int, step: AsyncStep
-                 ) -> Tensors | None:
+                 upload: Upload, dispatched: Tensors, staleness: int, step: AsyncStep,
+                 wire_bytes: int | None = None) -> Tensors | None:
     """Apply one valid update that left as `dispatched`, `staleness` versions ago: the new
     server model (FedAsync; FedBuff when the buffer fills, which empties it), or None (FedBuff,
-    update buffered). The update's numbers go into `step`."""
+    update buffered). The update's numbers go into `step`; `wire_bytes`, the bytes the client
+    sent when a decoder ran (default: the upload's own size)."""
     weight = staleness_weight(cfg, staleness)
     step.applied.append(upload)
     step.staleness.append(staleness)
     step.weights.append(weight)
     step.losses.append(upload.metrics.get("train_loss"))
-    step.bytes_up += upload.nbytes
+    step.bytes_up += upload.nbytes if wire_bytes is None else wire_bytes
     if cfg.mode == "fedasync":
         step.stepped = True
         return mix(server, upload.tensors, cfg.alpha * weight)
