@@ -5,5 +5,6 @@ One module a job: `sampling` (who takes part, who straggles), `validation` + `up
 upload pipeline between `client_update` and `aggregate`, where decoders, filtering stages and
 the configured aggregator plug in), `evaluate` + `evaluation` + `on_chip` (the evaluation part
 of a round record), `record` (the round's metrics record), `summary` (summary.json) and
-`files` (atomic writes). Neither engine imports the other; both import this.
+`files` (atomic writes), `asynchronous` (staleness weights, FedAsync/FedBuff
+server steps and records of asynchronous runs). Neither engine imports the other; both import this.
 """
