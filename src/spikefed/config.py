@@ -618,9 +618,11 @@ class ExperimentConfig(Strict):
         if a.mode == "fedbuff" and a.buffer_size > a.updates:
             raise ValueError(f"asynchronous.buffer_size={a.buffer_size} exceeds "
                              f"asynchronous.updates={a.updates}: the buffer would never fill")
+        if self.train.codec.name != "none":
+            raise ValueError(f"asynchronous: does not compress uploads (train.codec.name="
+                             f"{self.train.codec.name!r}); set train.codec.name=none or remove "
+                             "the asynchronous section (synchronous rounds apply the codec)")
         unsupported = [(self.dp.level != "none", f"dp.level={self.dp.level!r}", "none"),
-                       (self.train.codec.name != "none",
-                        f"train.codec.name={self.train.codec.name!r}", "none"),
                        (self.hardware is not None, "hardware", "null"),
                        (self.train.vectorize == "on", "train.vectorize='on'", "off"),
                        (self.drift is not None, "drift", "null"),
