@@ -73,16 +73,16 @@ def main() -> None:
                 xs.append(cum / 1e6)
                 ys.append(r["server_acc"])
         raw = sum(r.get("bytes_up_raw", r["bytes_up"]) for r in recs)
-        comm_up = sum(r.get("energy_comm_up_pj", 0.0) for r in recs)
-        train = sum(r.get("energy_train_pj", 0.0) for r in recs)
+        energy = [sum(r.get(k) or 0.0 for r in recs) / 1e12 for k in  # pJ -> J
+                  ("energy_train_pj", "energy_comm_up_pj", "energy_comm_down_pj")]
         lines[label] = (xs, ys)
-        rows.append((label, recs[-1]["server_acc"], max(ys), cum, raw, raw / cum, comm_up, train))
+        rows.append((label, recs[-1]["server_acc"], max(ys), cum, raw, raw / cum, *energy))
     print("| codec | final acc | best acc | uplink bytes | uncompressed | ratio | "
-          "uplink energy (mJ) | training energy (mJ) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for label, acc, best, cum, raw, ratio, comm_up, train in rows:
+          "training J | uplink J | downlink J | total J |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for label, acc, best, cum, raw, ratio, train, up, down in rows:
         print(f"| {label} | {acc:.4f} | {best:.4f} | {cum:,} | {raw:,} | {ratio:.1f} | "
-              f"{comm_up / 1e9:.2f} | {train / 1e9:.4f} |")
+              f"{train:.3f} | {up:.2f} | {down:.2f} | {train + up + down:.2f} |")
     line_png(lines, args.plot, xlabel="cumulative uplink MB", ylabel="server accuracy",
              title=f"MNIST, 100 clients, Dir(0.5), 10 %/round, {args.rounds} rounds",
              size=(7, 4.5))
