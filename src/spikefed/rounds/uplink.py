@@ -37,7 +37,7 @@ from spikefed.comm.codecs import (
     index_dtype,
     make_codec,
 )
-from spikefed.config import CodecConfig
+from spikefed.config import CodecConfig, ExperimentConfig
 from spikefed.fl.base import Algorithm, Tensors, Upload
 
 #: client-state key of the error-feedback residual (never seen by the algorithm)
@@ -183,6 +183,6 @@ def _expect(key: str, part: str, tensor: torch.Tensor, dtype: torch.dtype, numel
                          f"one dimension, got shape {tuple(tensor.shape)} {tensor.dtype}")
 
 
-def uplink_for(cfg: Any, algorithm: Algorithm) -> Uplink:
+def uplink_for(cfg: ExperimentConfig, algorithm: Algorithm) -> Uplink:
     """The `Uplink` of an experiment config (`train.codec`, seeded by `seed`)."""
     return Uplink(cfg.train.codec, algorithm, cfg.seed)
