@@ -77,7 +77,7 @@ def test_pipeline_stage_rejects_before_quorum_and_decoder_sees_every_upload(tmp_
     sim = _sim(tmp_path / "run")
     decoded: list[int] = []
 
-    def decoder(upload: Upload) -> Upload:
+    def decoder(upload: Upload, sent) -> Upload:
         decoded.append(upload.client_id)
         return upload
 
@@ -98,7 +98,7 @@ def test_pipeline_stage_rejects_before_quorum_and_decoder_sees_every_upload(tmp_
 def test_undecodable_upload_is_rejected_and_quorum_still_applies(tmp_path) -> None:
     sim = _sim(tmp_path / "run", "train.min_clients=4")
 
-    def broken(upload: Upload) -> Upload:
+    def broken(upload: Upload, sent) -> Upload:
         if upload.client_id == 2:
             raise ValueError("bad header")
         return upload
@@ -115,7 +115,7 @@ def test_wire_bytes_are_counted_before_decoding(tmp_path) -> None:
     pipeline = UploadPipeline.for_config(cfg, fed.algorithm, fed.model_fn(), 10)
     params = fed.initial_model().state_dict()
     half = {k: v.half() for k, v in params.items()}
-    pipeline.add_decoder(lambda u: Upload(u.client_id, {k: v.float() for k, v in
+    pipeline.add_decoder(lambda u, _: Upload(u.client_id, {k: v.float() for k, v in
                                                         u.tensors.items()}, u.num_samples))
     intake = RoundIntake()
     size = len(fed.clients[0])

@@ -242,8 +242,8 @@ class TrainConfig(Strict):
     channels_last: bool = Field(False, description="channels-last memory format for conv "
                                 "models and image batches in local training")
     codec: CodecConfig = Field(
-        CodecConfig(), description="update compression on the wire (not yet applied by the "
-        "engines; see docs/communication.md)")
+        CodecConfig(), description="compression of client updates on the wire, applied by "
+        "both engines' upload pipeline (docs/communication.md)")
 
     @model_validator(mode="after")
     def _check_schedule(self) -> TrainConfig:
@@ -619,6 +619,10 @@ class ExperimentConfig(Strict):
         if a.mode == "fedbuff" and a.buffer_size > a.updates:
             raise ValueError(f"asynchronous.buffer_size={a.buffer_size} exceeds "
                              f"asynchronous.updates={a.updates}: the buffer would never fill")
+        if self.train.codec.name != "none":
+            raise ValueError(f"asynchronous: does not compress uploads (train.codec.name="
+                             f"{self.train.codec.name!r}); set train.codec.name=none or remove "
+                             "the asynchronous section (synchronous rounds apply the codec)")
         unsupported = [(self.dp.level != "none", f"dp.level={self.dp.level!r}", "none"),
                        (self.hardware is not None, "hardware", "null"),
                        (self.train.vectorize == "on", "train.vectorize='on'", "off"),

@@ -132,6 +132,15 @@ class Algorithm(ABC):
         the downlink (FL-SNN's partial exchange) returns a smaller payload per client."""
         return broadcast
 
+    def coded_keys(self, received: Tensors) -> dict[str, tuple[str, bool]]:
+        """Upload keys an update codec (`train.codec`) may compress, given what the client
+        received: ``{upload key: (key in received with the same shape and dtype, relative)}``.
+        ``relative`` True: the codec compresses ``upload - received[ref]`` and the server adds
+        it back; False: the upload value itself is already an update (SCAFFOLD's deltas) and is
+        compressed as it is. Upload keys left out travel uncompressed (SNFL's SNN tensors).
+        Default: every floating-point key of `received`, relative to itself."""
+        return {k: (k, True) for k, v in received.items() if v.is_floating_point()}
+
     def combine(self, uploads: Sequence[Upload], keys: Sequence[str] | None = None) -> Tensors:
         """Merge the uploads' tensors under `keys` (all: None) into one; `aggregate` calls this
         wherever it averages client tensors. Default: the sample-weighted mean; a configured

@@ -51,6 +51,13 @@ class Scaffold(Algorithm):
         state = {"params": params, "control": control}
         return state, self._broadcast(params, control)
 
+    def coded_keys(self, received: Tensors) -> dict[str, tuple[str, bool]]:
+        """The uploads are already deltas (model and control): coded as they are."""
+        params, control = _split(received)
+        keys = {DELTA + k: (k, False) for k, v in params.items() if v.is_floating_point()}
+        keys.update({DCONTROL + k: (CONTROL + k, False) for k in control})
+        return keys
+
     @staticmethod
     def _broadcast(params: Tensors, control: Tensors) -> Tensors:
         return {**params, **{CONTROL + k: v for k, v in control.items()}}

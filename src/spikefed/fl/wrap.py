@@ -47,5 +47,8 @@ class DelegatingAlgorithm(Algorithm):
     def upload_keys(self, model: nn.Module) -> set[str]:
         return self.base.upload_keys(model)
 
+    def coded_keys(self, received: Tensors) -> dict[str, tuple[str, bool]]:
+        return self.base.coded_keys(received)
+
     def round_metrics(self, server_state: dict[str, Any]) -> dict[str, Any]:
         return self.base.round_metrics(server_state)

@@ -28,6 +28,7 @@ from spikefed.flower.records import (
     save_client_state,
 )
 from spikefed.rounds.evaluation import RoundEvaluator
+from spikefed.rounds.uplink import Uplink, uplink_for
 
 FederationFn = Callable[[Context], Federation]
 
@@ -74,15 +75,19 @@ def make_client_app(app_dir: str | Path | None = None,
                              f"holds partition {pid}")
         round_idx = int(config[ROUND])
         broadcast = from_record(msg.content.array_records[BROADCAST])
+        before = load_client_state(context)
         upload, state, _ = fed.algorithm.client_update(
-            pid, broadcast, load_client_state(context), fed.clients[pid],
+            pid, broadcast, Uplink.split_state(before)[0], fed.clients[pid],
             fed.train_context(round_idx))
-        save_client_state(context, state)
         evaluator = RoundEvaluator(fed)
         if evaluator.clients_due(round_idx):  # only this node holds the client's state
             evaluation = evaluator.client(fed.algorithm, upload, state)
             if evaluation is not None:
                 upload = replace(upload, metrics={**upload.metrics, **evaluation.as_metrics()})
+        uplink = uplink_for(fed.cfg, fed.algorithm)  # train.codec: compress the update
+        if uplink.active:
+            upload, state = uplink.send(upload, broadcast, before, state, round_idx)
+        save_client_state(context, state)
         return Message(reply_content(upload), reply_to=msg)
 
     return app

@@ -40,6 +40,7 @@ from spikefed.rounds.evaluation import ClientEval, RoundEvaluator
 from spikefed.rounds.pipeline import RoundIntake, UploadPipeline
 from spikefed.rounds.record import add_round_energy, round_record
 from spikefed.rounds.sampling import sample_clients
+from spikefed.rounds.uplink import uplink_for
 from spikefed.rounds.validation import Rejection
 
 log = logging.getLogger("spikefed.flower")
@@ -57,6 +58,10 @@ class SpikefedStrategy(Strategy):
         self.pipeline = UploadPipeline.for_config(self.cfg, federation.algorithm, model,
                                                   len(federation.classes))
         self.evaluator = RoundEvaluator(federation)
+        self.uplink = uplink_for(self.cfg, federation.algorithm)  # train.codec
+        if self.uplink.active:
+            self.pipeline.add_decoder(self.uplink.decode)
+        self._downlinks: dict[int, Tensors] = {}  # what each client was sent this round
         self.metrics = MetricsLog(Path(out_dir) / "metrics.jsonl") if out_dir else None
         self.node_wait_s = node_wait_s
         self.registry = NodeRegistry(len(federation.clients))
@@ -89,6 +94,7 @@ class SpikefedStrategy(Strategy):
         communicates = self.fed.algorithm.communicates
         alg = self.fed.algorithm
         downlinks = {cid: alg.downlink(self.server_state, self.broadcast, cid) for cid in chosen}
+        self._downlinks = downlinks
         self._down_bytes = ({cid: payload_bytes(d) for cid, d in downlinks.items()}
                             if communicates else {})
         self._sent = [cid for cid in chosen if cid not in stragglers]
@@ -134,7 +140,7 @@ class SpikefedStrategy(Strategy):
                 continue
             client_evals[cid] = ClientEval.from_metrics(upload.metrics)
             self.pipeline.receive(intake, upload, cid, self.broadcast,
-                                  len(self.fed.clients[cid]))
+                                  len(self.fed.clients[cid]), self._downlinks[cid])
         intake.rejected += [Rejection(cid, "no reply before the round timeout")
                             for cid in self._sent if cid not in answered]
         intake.uploads.sort(key=lambda u: u.client_id)  # aggregation order = in-process order
@@ -145,6 +151,8 @@ class SpikefedStrategy(Strategy):
         record = round_record(server_round, round_lr(self.cfg, server_round), chosen, stragglers,
                               intake, sum(self._down_bytes.values()), aggregated, alg,
                               self.server_state, self.pipeline.aggregator.select is not None)
+        if self.uplink.active:
+            record["bytes_up_raw"] = intake.bytes_up_raw
         if self.evaluator.due(server_round):
             record.update(self.evaluator.record(alg, self.server_state, intake.uploads,
                                                 client_evals))

@@ -28,8 +28,9 @@ from spikefed.rounds.validation import Clip, Rejection, UploadValidator, require
 
 log = logging.getLogger("spikefed.rounds")
 
-#: turns an upload as received into the upload to validate; raising rejects it
-UploadDecoder = Callable[[Upload], Upload]
+#: turns an upload as received into the upload to validate, given what the client was sent
+#: (its downlink: the broadcast or a per-client payload); raising rejects it
+UploadDecoder = Callable[[Upload, Tensors], Upload]
 #: a round-level step after screening: (round, uploads) -> (kept uploads, rejections)
 UploadStage = Callable[[int, list[Upload]], tuple[list[Upload], list[Rejection]]]
 
@@ -43,6 +44,8 @@ class RoundIntake:
     clipped: list[Clip] = field(default_factory=list)
     #: bytes each accepted client sent, as sent (before any decoder)
     wire_bytes: dict[int, int] = field(default_factory=dict)
+    #: bytes each accepted upload takes decoded (what it would have taken uncompressed)
+    raw_bytes: dict[int, int] = field(default_factory=dict)
     #: uploads the aggregator's filter left out (after the quorum; see `aggregate`)
     dropped: list[Dropped] = field(default_factory=list)
 
@@ -50,6 +53,11 @@ class RoundIntake:
     def bytes_up(self) -> int:
         """Bytes the round's valid uploads took on the wire."""
         return sum(self.wire_bytes[u.client_id] for u in self.uploads)
+
+    @property
+    def bytes_up_raw(self) -> int:
+        """Bytes the round's valid uploads would have taken uncompressed (decoded)."""
+        return sum(self.raw_bytes[u.client_id] for u in self.uploads)
 
 
 class UploadPipeline:
@@ -80,12 +88,14 @@ class UploadPipeline:
         self.stages.append(stage)
 
     def receive(self, intake: RoundIntake, upload: Upload, client_id: int, broadcast: Tensors,
-                partition_size: int) -> bool:
-        """Decode and validate one client's upload into `intake`; True if it was accepted."""
+                partition_size: int, sent: Tensors | None = None) -> bool:
+        """Decode and validate one client's upload into `intake`; True if it was accepted.
+
+        `sent`: what the client was sent this round (default: `broadcast`), for decoders."""
         received = upload
         for decode in self.decoders:
             try:
-                upload = decode(upload)
+                upload = decode(upload, broadcast if sent is None else sent)
             except Exception as exc:  # whatever a client sent must not end the round
                 intake.rejected.append(Rejection(client_id, f"undecodable upload: {exc}"))
                 return False
@@ -97,6 +107,7 @@ class UploadPipeline:
         intake.uploads.append(verdict.upload)
         # what the client sent: the upload as received (the validated one when no decoder ran)
         intake.wire_bytes[client_id] = (received if self.decoders else verdict.upload).nbytes
+        intake.raw_bytes[client_id] = verdict.upload.nbytes
         if verdict.clip:
             intake.clipped.append(verdict.clip)
         return True

@@ -26,6 +26,7 @@ from spikefed.rounds.pipeline import RoundIntake, UploadPipeline
 from spikefed.rounds.record import add_round_energy, round_record
 from spikefed.rounds.sampling import sample_clients
 from spikefed.rounds.summary import summarize
+from spikefed.rounds.uplink import Uplink, uplink_for
 from spikefed.rounds.validation import Rejection
 from spikefed.sim.checkpoint import StateWriteError, load_checkpoint, save_checkpoint
 from spikefed.sim.resume import check_checkpoint, check_metrics_complete
@@ -62,6 +63,10 @@ class Simulation:
         self.pipeline = UploadPipeline.for_config(cfg, self.fed.algorithm, reference,
                                                   len(self.fed.classes))
         self.evaluator = RoundEvaluator(self.fed)
+        self.uplink = uplink_for(cfg, self.fed.algorithm)  # train.codec (spikefed.rounds.uplink)
+        if self.uplink.active:
+            self.pipeline.add_decoder(self.uplink.decode)
+        self._local: dict[int, Upload] = {}  # this round's uploads before encoding
 
     # ----- set-up -------------------------------------------------------------------------
     def _fresh_state(self) -> RunState:
@@ -115,6 +120,8 @@ class Simulation:
         state.round = r
         record = round_record(r, ctx.lr, chosen, stragglers, intake, bytes_down, aggregated, alg,
                               state.server_state, self.pipeline.aggregator.select is not None)
+        if self.uplink.active:
+            record["bytes_up_raw"] = intake.bytes_up_raw
         if self.evaluator.due(r):
             record.update(self._eval_record(state, intake.uploads, progress))
         add_round_energy(record, intake, down_bytes, self.cfg.energy)
@@ -136,8 +143,12 @@ class Simulation:
         new_states: dict[int, dict[str, Any]] = {}
         pending, mode = list(active), self.cfg.train.vectorize
         clients = self.fed.clients_for_round(ctx.round)  # drift: this round's tasks
+        states = state.client_states
+        if self.uplink.active:  # the codec's residual is not the algorithm's business
+            states = {cid: Uplink.split_state(s)[0] for cid, s in states.items()}
+        self._local = {}
         while pending:
-            updates = client_updates(self.fed.algorithm, state.broadcast, state.client_states,
+            updates = client_updates(self.fed.algorithm, state.broadcast, states,
                                      clients, pending, ctx, mode, downlinks)
             for done in itertools.count():
                 try:
@@ -156,8 +167,13 @@ class Simulation:
                                                          f"{type(exc).__name__}: {exc}"))
                         pending = pending[done + 1:]
                     break
+                sent = downlinks[cid] if downlinks is not None else state.broadcast
+                if self.uplink.active:
+                    self._local[cid] = upload
+                    upload, new_state = self.uplink.send(upload, sent, state.client_states[cid],
+                                                         new_state, ctx.round)
                 if self.pipeline.receive(intake, upload, cid, state.broadcast,
-                                         len(clients[cid])):
+                                         len(clients[cid]), sent):
                     new_states[cid] = new_state
                 if progress:
                     progress("client", {"round": ctx.round, "client": cid})
@@ -171,8 +187,9 @@ class Simulation:
 
         client_evals: dict[int, ClientEval | None] = {}
         if self.cfg.train.eval_clients:  # this engine holds every client's state
-            client_evals = {u.client_id: self.evaluator.client(
-                self.fed.algorithm, u, state.client_states[u.client_id]) for u in uploads}
+            client_evals = {u.client_id: self.evaluator.client(  # the local model, not decoded
+                self.fed.algorithm, self._local.get(u.client_id, u),
+                state.client_states[u.client_id]) for u in uploads}
         rec = self.evaluator.record(self.fed.algorithm, state.server_state, uploads,
                                     client_evals, on_batch)
         if self.fed.drift is not None:  # per-task accuracy, forgetting (spikefed.drift)
