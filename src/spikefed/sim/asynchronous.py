@@ -38,7 +38,6 @@ from spikefed.sim.checkpoint import CheckpointError, load_checkpoint, save_check
 from spikefed.sim.clock import draw_devices, update_duration
 from spikefed.sim.engine import ProgressFn, RunState, Simulation
 from spikefed.sim.resume import check_checkpoint, check_metrics_complete
-from spikefed.sim.rundir import RunDirLock, check_fresh_start, clean_temporaries
 
 #: One in-flight client: (arrival time, client id, dispatched model version, the client's
 #: dispatch count, which seeds its local training as the round index does in sync runs).
@@ -210,32 +209,6 @@ class AsyncSimulation(Simulation):
     def _record(self, state: AsyncState, step: AsyncStep) -> dict[str, Any]:
         return step.record(state.round, state.version, ("virtual_time_s", state.now),
                            state.arrivals, self.ctx.lr)
-
-    # ----- whole run ----------------------------------------------------------------------
-    def run(self, resume: bool = False, progress: ProgressFn | None = None,
-            stop_after: int | None = None, overwrite: bool = False) -> dict[str, Any]:
-        """Run (or resume) until `asynchronous.updates` client updates have arrived;
-        `stop_after` ends early after that many records (server model updates)."""
-        if resume and overwrite:
-            raise ValueError("resume=True continues a run and overwrite=True replaces it; "
-                             "choose one")
-        with RunDirLock(self.out):
-            clean_temporaries(self.out)
-            if resume:
-                state = self._restore()
-                self._write_static_outputs()
-            else:
-                check_fresh_start(self.out, overwrite)
-                self._write_static_outputs()
-                state = self._fresh_state()
-            while not self.done(state):
-                record = self.advance(state, progress)
-                self._persist(record, state)
-                if progress:
-                    progress("round", record)
-                if stop_after is not None and state.round >= stop_after:
-                    break
-            return self.finish()
 
 
 def simulation_for(cfg: ExperimentConfig, out_dir: str | Path,

@@ -99,6 +99,14 @@ class Simulation:
                         ckpt["client_states"])
 
     # ----- one round ----------------------------------------------------------------------
+    def done(self, state: RunState) -> bool:
+        """Whether the run is complete (every round of `train.rounds` recorded)."""
+        return state.round >= self.cfg.train.rounds
+
+    def advance(self, state: RunState, progress: ProgressFn | None = None) -> dict[str, Any]:
+        """One step of the run (a round here; a server update in the asynchronous engine)."""
+        return self.run_round(state, progress)
+
     def run_round(self, state: RunState, progress: ProgressFn | None = None) -> dict[str, Any]:
         """Advance `state` by one round in place and return the round's metrics record."""
         r = state.round + 1
@@ -201,7 +209,8 @@ class Simulation:
     # ----- whole run ----------------------------------------------------------------------
     def run(self, resume: bool = False, progress: ProgressFn | None = None,
             stop_after: int | None = None, overwrite: bool = False) -> dict[str, Any]:
-        """Run (or resume) to `train.rounds`; `stop_after` ends early after that round.
+        """Run (or resume) until `done` (`train.rounds`; the asynchronous engine: its update
+        budget); `stop_after` ends early after that many records (rounds, server updates).
 
         The run directory is locked for the duration (`RunDirError` if another process holds
         it). A fresh run refuses a directory that already holds a run unless `overwrite`.
@@ -218,8 +227,8 @@ class Simulation:
                 check_fresh_start(self.out, overwrite)
                 self._write_static_outputs()
                 state = self._fresh_state()
-            while state.round < self.cfg.train.rounds:
-                record = self.run_round(state, progress)
+            while not self.done(state):
+                record = self.advance(state, progress)
                 self._persist(record, state)
                 if progress:
                     progress("round", record)
