@@ -13,9 +13,10 @@ SHARED_DATA = Path(os.environ.get("SPIKEFED_SHARED_DATA",
 
 
 @pytest.fixture(autouse=True)
-def _deterministic() -> None:
+def _deterministic(monkeypatch) -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)
+    monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")  # Flower tests never phone home
 
 
 @pytest.fixture

@@ -6,12 +6,12 @@ import json
 
 import pytest
 import torch
+from small_runs import run_small  # tests/small_runs.py
 
 from spikefed.config import ConfigError, load_config
 from spikefed.drift import Consolidation, DriftSchedule, TaskSlot, forgetting
 from spikefed.experiment import build_federation
 from spikefed.flower.support import require_flower_support
-from spikefed.report import read_metrics
 from spikefed.sim import Simulation
 from spikefed.sim.checkpoint import load_checkpoint
 
@@ -21,11 +21,7 @@ SMALL = ["data.num_clients=3", "data.test_subset=300", "model.T=4",
 
 
 def _run(tmp_path, name: str, *extra: str) -> tuple[Simulation, list[dict]]:
-    sim = Simulation(load_config(overrides=[*SMALL, *extra]), tmp_path / name)
-    for c in sim.fed.clients:
-        c.x, c.y = c.x[:150], c.y[:150]
-    sim.run()
-    return sim, read_metrics(tmp_path / name / "metrics.jsonl")
+    return run_small(tmp_path / name, [*SMALL, *extra], 150)
 
 
 def test_ewc_with_zero_strength_equals_plain_training_bit_for_bit(tmp_path) -> None:

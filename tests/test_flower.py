@@ -34,12 +34,6 @@ from spikefed.rounds.validation import RoundFailedError  # noqa: E402
 from spikefed.sim import Simulation  # noqa: E402
 from spikefed.sim.checkpoint import load_checkpoint  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _no_telemetry(monkeypatch) -> None:
-    monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")
-
-
 SMALL = ["data.num_clients=8", "train.clients_per_round=3", "train.rounds=3", "model.T=2",
          "model.kwargs.hidden=[16]", "data.test_subset=200", "data.partition.scheme=iid",
          "train.eval_clients=false"]

@@ -30,11 +30,6 @@ FOUR = ["data.num_clients=4", "train.clients_per_round=4", "train.rounds=2", "mo
         "train.eval_clients=false"]
 
 
-@pytest.fixture(autouse=True)
-def _no_telemetry(monkeypatch) -> None:
-    monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")
-
-
 def _federation():
     fed = build_federation(load_config(overrides=FOUR))
     for c in fed.clients:

@@ -20,9 +20,14 @@ from spikefed.sim import Simulation  # noqa: E402
 from spikefed.sim.checkpoint import load_checkpoint  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _no_telemetry(monkeypatch) -> None:
-    monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")
+def _run_on_ray(fed, out):
+    """Run `fed` on Flower's Ray simulation engine with 4 SuperNodes; the finished strategy."""
+    done: dict = {}
+    server = make_server_app(federation=fed, out_dir=out, on_done=lambda s: done.update(s=s))
+    run_simulation(server, make_client_app(federation=fed), num_supernodes=4,
+                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                                   "init_args": {"num_cpus": 2}})
+    return done["s"]
 
 
 @pytest.mark.slow
@@ -36,17 +41,12 @@ def test_fedavg_parity_on_ray_simulation_engine(tmp_path) -> None:
         c.x, c.y = c.x[:64], c.y[:64]
     Simulation(cfg, tmp_path / "sim", federation=fed).run()
     ref = load_checkpoint(tmp_path / "sim" / "checkpoint")["server_state"]["params"]
-    done: dict = {}
-    server = make_server_app(federation=fed, out_dir=tmp_path / "ray",
-                             on_done=lambda s: done.update(s=s))
-    run_simulation(server, make_client_app(federation=fed), num_supernodes=4,
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                   "init_args": {"num_cpus": 2}})
-    got = done["s"].server_model()
+    strategy = _run_on_ray(fed, tmp_path / "ray")
+    got = strategy.server_model()
     assert got.keys() == ref.keys()
     for k in ref:
         torch.testing.assert_close(got[k], ref[k], rtol=1e-6, atol=1e-7, msg=k)
-    assert [r["uploads"] for r in done["s"].records] == [2, 2]
+    assert [r["uploads"] for r in strategy.records] == [2, 2]
     sim = read_metrics(tmp_path / "sim" / "metrics.jsonl")
     assert "client_acc_mean" in sim[-1] and "clients" in sim[-1]
     assert_same_records(sim, read_metrics(tmp_path / "ray" / "metrics.jsonl"))
@@ -63,16 +63,11 @@ def test_async_fedasync_on_ray_simulation_engine(tmp_path) -> None:
     fed = build_federation(cfg)
     for c in fed.clients:
         c.x, c.y = c.x[:64], c.y[:64]
-    done: dict = {}
-    server = make_server_app(federation=fed, out_dir=tmp_path / "ray",
-                             on_done=lambda s: done.update(s=s))
-    run_simulation(server, make_client_app(federation=fed), num_supernodes=4,
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                   "init_args": {"num_cpus": 2}})
+    strategy = _run_on_ray(fed, tmp_path / "ray")
     records = read_metrics(tmp_path / "ray" / "metrics.jsonl")
     assert [r["model_version"] for r in records] == [1, 2, 3, 4, 5, 6]
     assert records[-1]["updates"] == 6 and all(r["rejected"] == [] for r in records)
     # the second of the first two arrivals was sent version 0 but finds version 1 at least
     assert max(r["staleness_max"] for r in records) >= 1
     assert "server_acc" in records[2] and "server_acc" in records[-1]
-    assert done["s"].version == 6 and done["s"].in_flight == {}
+    assert strategy.version == 6 and strategy.in_flight == {}

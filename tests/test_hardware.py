@@ -7,13 +7,13 @@ import json
 
 import pytest
 import torch
+from small_runs import run_small  # tests/small_runs.py
 from torch import nn
 
 from spikefed.config import ConfigError, load_config
 from spikefed.convert.neuron import ConvertedIF
 from spikefed.fl.on_chip import OnChipTraining
 from spikefed.models import build_model
-from spikefed.report import read_metrics
 from spikefed.sim import Simulation
 from spikefed.snn.hardware import Chip, place_on_chip, worst_fraction_mean
 
@@ -97,11 +97,7 @@ SMALL = ["data.num_clients=3", "data.test_subset=200", "train.rounds=2", "model.
 
 
 def _run(tmp_path, name: str, *extra: str) -> tuple[Simulation, list[dict]]:
-    sim = Simulation(load_config(overrides=[*SMALL, *extra]), tmp_path / name)
-    for c in sim.fed.clients:
-        c.x, c.y = c.x[:120], c.y[:120]
-    sim.run()
-    return sim, read_metrics(tmp_path / name / "metrics.jsonl")
+    return run_small(tmp_path / name, [*SMALL, *extra], 120)
 
 
 def test_zero_sigma_hardware_changes_nothing_bit_for_bit(tmp_path) -> None:
