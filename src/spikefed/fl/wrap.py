@@ -1,4 +1,5 @@
-"""An algorithm that wraps another (DP, on-chip training) and forwards what it does not change."""
+"""An algorithm that wraps another (DP, on-chip training, consolidation, attacks, recorders)
+and forwards what it does not change."""
 
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ class DelegatingAlgorithm(Algorithm):
     def aggregate(self, server_state: dict[str, Any], uploads: list[Upload]
                   ) -> tuple[dict[str, Any], Tensors]:
         return self.base.aggregate(server_state, uploads)
+
+    def downlink(self, server_state: dict[str, Any], broadcast: Tensors, client_id: int
+                 ) -> Tensors:
+        return self.base.downlink(server_state, broadcast, client_id)
 
     def combine(self, uploads: Any, keys: Any = None) -> Tensors:
         return self.base.combine(uploads, keys)

@@ -23,10 +23,9 @@ import copy
 from collections.abc import Iterable
 from typing import Any
 
-from torch import nn
-
 from spikefed.fl.base import Algorithm, ClientData, Tensors, TrainContext, Upload
 from spikefed.fl.snfl import SNFL
+from spikefed.fl.wrap import DelegatingAlgorithm
 
 BN_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -50,7 +49,7 @@ def boost_tensors(local: Tensors, reference: Tensors, boost: float) -> Tensors:
     return out
 
 
-class ModelReplacement(Algorithm):
+class ModelReplacement(DelegatingAlgorithm):
     """Wrap an algorithm so that the clients in ``attackers`` upload boosted updates.
 
     Server-side behaviour is the wrapped algorithm's. Plain algorithms (FedAvg, FedProx, ...)
@@ -58,55 +57,28 @@ class ModelReplacement(Algorithm):
     conversion (see the module docstring).
     """
 
-    def __init__(self, inner: Algorithm, attackers: Iterable[int], boost: float) -> None:
+    def __init__(self, base: Algorithm, attackers: Iterable[int], boost: float) -> None:
         self.attackers = frozenset(int(a) for a in attackers)
         if not self.attackers:
             raise ValueError("ModelReplacement needs at least one attacker client id")
         if boost <= 0:
             raise ValueError(f"boost={boost} must be > 0 (1 leaves the update unchanged)")
-        self.inner, self.boost = inner, float(boost)
-        self.name = inner.name
-        self.communicates = inner.communicates
+        super().__init__(base)
+        self.boost = float(boost)
 
     def client_update(
         self, client_id: int, broadcast: Tensors, client_state: dict[str, Any], data: ClientData,
         ctx: TrainContext
     ) -> tuple[Upload, dict[str, Any], dict[str, float]]:
         if client_id not in self.attackers:
-            return self.inner.client_update(client_id, broadcast, client_state, data, ctx)
-        if isinstance(self.inner, SNFL):
-            ann, reference, metrics, state = self.inner.train_ann(client_id, broadcast,
-                                                                  client_state, data, ctx)
+            return self.base.client_update(client_id, broadcast, client_state, data, ctx)
+        if isinstance(self.base, SNFL):
+            ann, reference, metrics, state = self.base.train_ann(client_id, broadcast,
+                                                                 client_state, data, ctx)
             boosted = copy.deepcopy(ann)
             boosted.load_state_dict(boost_tensors(ann.state_dict(), reference, self.boost))
-            return self.inner.package(client_id, ann, boosted, state, data, ctx, metrics)
-        upload, state, metrics = self.inner.client_update(client_id, broadcast, client_state,
-                                                          data, ctx)
+            return self.base.package(client_id, ann, boosted, state, data, ctx, metrics)
+        upload, state, metrics = self.base.client_update(client_id, broadcast, client_state,
+                                                         data, ctx)
         tensors = boost_tensors(upload.tensors, broadcast, self.boost)
         return Upload(upload.client_id, tensors, upload.num_samples, upload.metrics), state, metrics
-
-    def init_server(self, model: nn.Module) -> tuple[dict[str, Any], Tensors]:
-        return self.inner.init_server(model)
-
-    def aggregate(
-        self, server_state: dict[str, Any], uploads: list[Upload]
-    ) -> tuple[dict[str, Any], Tensors]:
-        return self.inner.aggregate(server_state, uploads)
-
-    def combine(self, uploads: Any, keys: Any = None) -> Tensors:
-        return self.inner.combine(uploads, keys)
-
-    def use_combiner(self, combiner: Any) -> None:
-        self.inner.use_combiner(combiner)
-
-    def server_model_state(self, server_state: dict[str, Any]) -> Tensors | None:
-        return self.inner.server_model_state(server_state)
-
-    def server_model(self, server_state: dict[str, Any], model_fn) -> nn.Module | None:
-        return self.inner.server_model(server_state, model_fn)
-
-    def client_model_state(self, upload: Upload, client_state: dict[str, Any]) -> Tensors | None:
-        return self.inner.client_model_state(upload, client_state)
-
-    def upload_keys(self, model: nn.Module) -> set[str]:
-        return self.inner.upload_keys(model)

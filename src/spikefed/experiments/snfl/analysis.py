@@ -13,6 +13,7 @@ from spikefed.fl.aggregation import weighted_average
 from spikefed.fl.base import Algorithm, Tensors, Upload
 from spikefed.fl.robust import coordinate_median, flatten_uploads, krum, krum_scores, trimmed_mean
 from spikefed.fl.snfl import SNFL, SNN, inferred_biases
+from spikefed.fl.wrap import DelegatingAlgorithm
 from spikefed.rounds.evaluate import evaluate
 from spikefed.security import (
     ModelReplacement,
@@ -26,44 +27,26 @@ from spikefed.security import (
 )
 
 
-class Recorder(Algorithm):
+class Recorder(DelegatingAlgorithm):
     """Wraps an algorithm and keeps what an honest-but-curious server sees each round
     (uploads, the new server state) plus, for measurement only, the clients' true biases."""
 
-    def __init__(self, inner: Algorithm) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.communicates = inner.communicates
+    def __init__(self, base: Algorithm) -> None:
+        super().__init__(base)
         self.rounds: list[dict[str, Any]] = []
         self._true_bias: dict[int, Tensors] = {}
 
-    def init_server(self, model):
-        return self.inner.init_server(model)
-
     def client_update(self, client_id, broadcast, client_state, data, ctx):
-        upload, state, metrics = self.inner.client_update(client_id, broadcast, client_state,
-                                                          data, ctx)
+        upload, state, metrics = self.base.client_update(client_id, broadcast, client_state,
+                                                         data, ctx)
         self._true_bias[client_id] = state.get("bias", {})
         return upload, state, metrics
 
     def aggregate(self, server_state, uploads):
-        server_state, broadcast = self.inner.aggregate(server_state, uploads)
+        server_state, broadcast = self.base.aggregate(server_state, uploads)
         self.rounds.append({"uploads": list(uploads), "server_state": server_state,
                             "true_bias": dict(self._true_bias)})
         return server_state, broadcast
-
-    def server_model_state(self, server_state):
-        return self.inner.server_model_state(server_state)
-
-    def server_model(self, server_state, model_fn):
-        return self.inner.server_model(server_state, model_fn)
-
-    def client_model_state(self, upload, client_state):
-        return self.inner.client_model_state(upload, client_state)
-
-    def upload_keys(self, model):
-        return self.inner.upload_keys(model)
-
 
 
 def bias_inference(recorder: Recorder) -> dict[str, float]:
@@ -98,9 +81,9 @@ def backdoor_analysis(recorder: Recorder, fed: Federation, trigger: Trigger,
     detection (ROC-AUC, separation ratio, flags) and Krum's score as a detector; clean
     accuracy / ASR when the same uploads are aggregated by Krum, median, trimmed mean or
     the threshold filter."""
-    alg = recorder.inner
+    alg = recorder.base
     if isinstance(alg, ModelReplacement):
-        alg = alg.inner
+        alg = alg.base
     assert isinstance(alg, SNFL)
     x, y = fed.test_x, fed.test_y
     rows = []
