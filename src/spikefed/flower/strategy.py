@@ -40,7 +40,6 @@ from spikefed.rounds.evaluation import ClientEval, RoundEvaluator
 from spikefed.rounds.pipeline import RoundIntake, UploadPipeline
 from spikefed.rounds.record import add_round_energy, round_record
 from spikefed.rounds.sampling import sample_clients
-from spikefed.rounds.uplink import uplink_for
 from spikefed.rounds.validation import Rejection
 
 log = logging.getLogger("spikefed.flower")
@@ -58,9 +57,6 @@ class SpikefedStrategy(Strategy):
         self.pipeline = UploadPipeline.for_config(self.cfg, federation.algorithm, model,
                                                   len(federation.classes))
         self.evaluator = RoundEvaluator(federation)
-        self.uplink = uplink_for(self.cfg, federation.algorithm)  # train.codec
-        if self.uplink.active:
-            self.pipeline.add_decoder(self.uplink.decode)
         self._downlinks: dict[int, Tensors] = {}  # what each client was sent this round
         self.metrics = MetricsLog(Path(out_dir) / "metrics.jsonl") if out_dir else None
         self.node_wait_s = node_wait_s
@@ -150,9 +146,7 @@ class SpikefedStrategy(Strategy):
         chosen, stragglers = self._chosen
         record = round_record(server_round, round_lr(self.cfg, server_round), chosen, stragglers,
                               intake, sum(self._down_bytes.values()), aggregated, alg,
-                              self.server_state, self.pipeline.aggregator.select is not None)
-        if self.uplink.active:
-            record["bytes_up_raw"] = intake.bytes_up_raw
+                              self.server_state, self.pipeline)
         if self.evaluator.due(server_round):
             record.update(self.evaluator.record(alg, self.server_state, intake.uploads,
                                                 client_evals))

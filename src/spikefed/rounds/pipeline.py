@@ -24,6 +24,7 @@ from spikefed.config import ExperimentConfig
 from spikefed.fl.aggregators import Dropped, build_aggregator
 from spikefed.fl.base import Algorithm, Tensors, Upload
 from spikefed.rounds.divergence import loss_limit, screen_losses
+from spikefed.rounds.uplink import Uplink, uplink_for
 from spikefed.rounds.validation import Clip, Rejection, UploadValidator, require_quorum
 
 log = logging.getLogger("spikefed.rounds")
@@ -65,19 +66,25 @@ class UploadPipeline:
 
     def __init__(self, cfg: ExperimentConfig, validator: UploadValidator, num_classes: int,
                  decoders: list[UploadDecoder] | None = None,
-                 stages: list[UploadStage] | None = None) -> None:
+                 stages: list[UploadStage] | None = None, uplink: Uplink | None = None) -> None:
         self.cfg = cfg
+        #: the run's update codec (`train.codec`); its decoder runs first when it is active
+        self.uplink = uplink
         self.validator = validator
         self.limit = loss_limit(num_classes, cfg.train.divergence_factor)
         self.aggregator = build_aggregator(cfg.aggregator)
         self.decoders = list(decoders or [])
         self.stages = list(stages or [])
+        if uplink is not None and uplink.active:
+            self.decoders.insert(0, uplink.decode)
 
     @classmethod
     def for_config(cls, cfg: ExperimentConfig, algorithm: Algorithm, reference: nn.Module,
                    num_classes: int) -> UploadPipeline:
-        """The pipeline of `cfg`, validating against `reference` (a freshly built model)."""
-        return cls(cfg, UploadValidator.for_config(algorithm, reference, cfg.train), num_classes)
+        """The pipeline of `cfg`, validating against `reference` (a freshly built model) and
+        decoding the configured update codec."""
+        return cls(cfg, UploadValidator.for_config(algorithm, reference, cfg.train), num_classes,
+                   uplink=uplink_for(cfg, algorithm))
 
     def add_decoder(self, decoder: UploadDecoder) -> None:
         """Run `decoder` on every upload before validation (e.g. an update codec)."""

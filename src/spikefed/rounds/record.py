@@ -9,7 +9,7 @@ import numpy as np
 
 from spikefed.energy import EnergyModel, add_client_energy, round_energy
 from spikefed.fl.base import Algorithm
-from spikefed.rounds.pipeline import RoundIntake
+from spikefed.rounds.pipeline import RoundIntake, UploadPipeline
 
 
 def mean_or_none(values: list[float | None]) -> float | None:
@@ -20,11 +20,12 @@ def mean_or_none(values: list[float | None]) -> float | None:
 
 def round_record(round_idx: int, lr: float, chosen: list[int], stragglers: list[int],
                  intake: RoundIntake, bytes_down: int, aggregated: bool, algorithm: Algorithm,
-                 server_state: dict[str, Any], filters: bool) -> dict[str, Any]:
+                 server_state: dict[str, Any], pipeline: UploadPipeline) -> dict[str, Any]:
     """The record of a round before its evaluation part (`RoundEvaluator.record`) and wall time.
 
-    `filters`: the configured aggregator filters uploads, so the record lists what it left
-    out under `aggregator_rejected`.
+    From `pipeline`: when its aggregator filters uploads, what it left out
+    (`aggregator_rejected`); when a codec compresses them, their size uncompressed
+    (`bytes_up_raw`).
     """
     record: dict[str, Any] = {
         "round": round_idx, "lr": lr, "participants": len(chosen),
@@ -34,9 +35,11 @@ def round_record(round_idx: int, lr: float, chosen: list[int], stragglers: list[
         "rejected": [bad.as_record() for bad in intake.rejected],
         "clipped": [clip.as_record() for clip in intake.clipped],
     }
-    if filters:
+    if pipeline.aggregator.select is not None:
         record["aggregator_rejected"] = [d.as_record() for d in intake.dropped]
     record.update(algorithm.round_metrics(server_state))
+    if pipeline.uplink is not None and pipeline.uplink.active:
+        record["bytes_up_raw"] = intake.bytes_up_raw
     return record
 
 

@@ -26,7 +26,7 @@ from spikefed.rounds.pipeline import RoundIntake, UploadPipeline
 from spikefed.rounds.record import add_round_energy, round_record
 from spikefed.rounds.sampling import sample_clients
 from spikefed.rounds.summary import summarize
-from spikefed.rounds.uplink import Uplink, uplink_for
+from spikefed.rounds.uplink import Uplink
 from spikefed.rounds.validation import Rejection
 from spikefed.sim.checkpoint import StateWriteError, load_checkpoint, save_checkpoint
 from spikefed.sim.resume import check_checkpoint, check_metrics_complete
@@ -63,9 +63,7 @@ class Simulation:
         self.pipeline = UploadPipeline.for_config(cfg, self.fed.algorithm, reference,
                                                   len(self.fed.classes))
         self.evaluator = RoundEvaluator(self.fed)
-        self.uplink = uplink_for(cfg, self.fed.algorithm)  # train.codec (spikefed.rounds.uplink)
-        if self.uplink.active:
-            self.pipeline.add_decoder(self.uplink.decode)
+        self.uplink = self.pipeline.uplink  # train.codec (spikefed.rounds.uplink)
         self._local: dict[int, Upload] = {}  # this round's uploads before encoding
 
     # ----- set-up -------------------------------------------------------------------------
@@ -127,9 +125,7 @@ class Simulation:
             r, alg, state.server_state, state.broadcast, intake)
         state.round = r
         record = round_record(r, ctx.lr, chosen, stragglers, intake, bytes_down, aggregated, alg,
-                              state.server_state, self.pipeline.aggregator.select is not None)
-        if self.uplink.active:
-            record["bytes_up_raw"] = intake.bytes_up_raw
+                              state.server_state, self.pipeline)
         if self.evaluator.due(r):
             record.update(self._eval_record(state, intake.uploads, progress))
         add_round_energy(record, intake, down_bytes, self.cfg.energy)
